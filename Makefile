@@ -1,0 +1,44 @@
+# The two commands of the README: `make lab` and `make test`. Everything they need is installed here.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-dev
+PYTEST_ARGS ?=
+
+.PHONY: lab test check lint typecheck bench demo clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+## lab: the venv, the package, JupyterLab on notebooks/
+lab: $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,lab]'
+	$(VENV)/bin/jupyter lab notebooks/
+
+## test: lint, types, then every test
+test: $(STAMP) lint typecheck
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+## check: the quick inner loop (no slow tests, stop at the first failure)
+check: $(STAMP) lint typecheck
+	$(PY) -m pytest -m "not slow" -x -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+typecheck: $(STAMP)
+	$(PY) -m mypy
+
+## bench: print the figures of docs/performance.md (never a test: figures, not verdicts)
+bench: $(STAMP)
+	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+## demo: the ping-pong example, headless
+demo: $(STAMP)
+	$(VENV)/bin/wippy run examples/pingpong --entry app:main
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,1 @@
+"""wippy.kernel: the Jupyter kernel hosting the runtime (built in the kernel issue)."""

@@ -1,0 +1,1 @@
+"""wippy.magics: IPython magics for the runtime (built in the kernel issue)."""

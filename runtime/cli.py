@@ -1,0 +1,131 @@
+"""The ``wippy`` command line: ``wippy run DIR [--entry ID] [--host HOST] [--data-dir D]``.
+
+Runs on the main thread; the node's hosts run on their own threads. Lua ``print`` goes to stdout, flushed
+line by line. Exit status: 0 when the entry returns normally (or, without ``--entry``, after a clean
+Ctrl-C shutdown), 1 when the entry ends abnormally (the reason on stderr), 2 when the tree or the
+arguments are wrong (a short message naming file and line, never a Python traceback), 130 when Ctrl-C
+interrupts a running ``--entry``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from .errors import EntryError, HostError, ProcessError, Timeout, WippyError
+from .node import DEFAULT_HOST, Node
+
+__all__ = ["main"]
+
+GRACE = 5.0
+
+
+def _fail(message: str, code: int = 2) -> int:
+    sys.stderr.write(f"wippy: {message}\n")
+    sys.stderr.flush()
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="wippy", description="Run Wippy apps: Lua processes from a YAML tree.")
+    p.add_argument("--version", action="version", version="wippy 0.1.0")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="load a tree, start what auto-starts, run an entry (or until Ctrl-C)")
+    run.add_argument("dir", help="the tree: a directory of _index.yaml files (or one _index.yaml)")
+    run.add_argument("--entry", help="the process.lua entry to run, e.g. app:main")
+    run.add_argument("--host", default=DEFAULT_HOST, help="the host the entry runs on (default app:processes)")
+    run.add_argument("--data-dir", help="the node's data directory (default $WIPPY_DATA_DIR or ./.wippy)")
+    run.add_argument("--grace", type=float, default=GRACE, help="seconds cancelled processes get on Ctrl-C")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``wippy`` console script (main thread)."""
+    args = _parser().parse_args(argv)
+    if args.command == "run":
+        return run(args)
+    return 2  # pragma: no cover - argparse requires a command
+
+
+def _data_dir(arg: str | None) -> Path:
+    d = Path(arg or os.environ.get("WIPPY_DATA_DIR") or ".wippy")
+    return d
+
+
+def run(args: argparse.Namespace) -> int:
+    tree = Path(args.dir)
+    node = Node()
+    try:
+        node.load(tree)
+    except WippyError as exc:
+        return _fail(f"cannot load {tree}: {exc}")
+    data_dir = _data_dir(args.data_dir)
+    try:
+        node.start()
+        for h in list(node.hosts.values()):
+            if not h.running:
+                h.start()
+    except WippyError as exc:
+        return _fail(str(exc))
+    node.data_dir = data_dir  # type: ignore[attr-defined]
+
+    stop = threading.Event()
+    interrupted = {"n": 0}
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        interrupted["n"] += 1
+        if interrupted["n"] > 1:
+            # a second Ctrl-C: stop waiting for the grace period
+            os._exit(130)
+        stop.set()
+
+    old_int = signal.signal(signal.SIGINT, on_signal)
+    old_term = signal.signal(signal.SIGTERM, on_signal)
+    try:
+        if args.entry:
+            return _run_entry(node, args.entry, args.host, stop, args.grace)
+        sys.stderr.write(f"wippy: running {tree} ({len(node.entries.ids())} entries); Ctrl-C to stop\n")
+        sys.stderr.flush()
+        while not stop.wait(0.2):
+            pass
+        sys.stderr.write(f"wippy: stopping (cancel, {args.grace:g}s grace, terminate)\n")
+        node.stop(grace=args.grace)
+        return 0
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
+
+
+def _run_entry(node: Node, entry: str, host: str, stop: threading.Event, grace: float) -> int:
+    mb = node.mailbox()
+    try:
+        pid = node.spawn(entry, host=host, monitor=mb)
+    except (EntryError, HostError, ProcessError) as exc:
+        node.stop(grace=0.5)
+        return _fail(str(exc))
+    try:
+        while True:
+            try:
+                ev = mb.wait_exit(pid, timeout=0.2)
+                break
+            except Timeout:
+                if stop.is_set():
+                    node.stop(grace=grace)
+                    return _fail(f"interrupted; {entry} ({pid}) was cancelled", 130)
+    finally:
+        mb.close()
+    node.stop(grace=grace)
+    error = ev.result.get("error")
+    if ev.reason in ("normal", "cancelled") and error is None:
+        return 0
+    return _fail(f"{entry} ({pid}) ended with {ev.reason}: {error}", 1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,418 @@
+"""A host: one scheduler thread owning one Lua state, running many processes.
+
+Threads: everything in this module that touches ``self._lua`` or ``self._s`` runs on the host's own
+thread (``wippy-host-<name>``). Other threads talk to a host only through :meth:`Host.post` and
+:meth:`Host.call`, which put work on a thread-safe queue that the host drains between two run steps, and
+(for :meth:`Host.call`) wait on a :class:`concurrent.futures.Future`.
+
+The run loop itself is Lua (``lua/scheduler.lua``): Python enters it with ``S.run(now, budget)`` and gets
+control back when the run queue is empty or after ``budget`` resumes, drains the queue again, and sleeps
+on the queue until the next timer deadline when there is nothing to do.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+import traceback
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from importlib import resources
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from lupa import lua54
+
+from .errors import HostError, LuaError, ProcessError, Timeout
+from .payload import from_lua, to_lua
+
+if TYPE_CHECKING:
+    from .node import Node
+
+__all__ = ["DEFAULT_HEAP_LIMIT", "DEFAULT_INSTRUCTION_BUDGET", "Host", "HostContext", "HostOptions"]
+
+T = TypeVar("T")
+
+DEFAULT_INSTRUCTION_BUDGET = 100_000_000
+DEFAULT_HEAP_LIMIT = 256 * 1024 * 1024
+RUN_BATCH = 20_000          # resumes per run step before Python looks at its queue again
+_REMOTE_PID_BASE = 1 << 40  # PIDs allocated from outside the host (Python, other hosts) start here
+
+
+def _lua_source(name: str) -> bytes:
+    return resources.files("wippy.runtime").joinpath("lua", name).read_bytes()
+
+
+def _deny_attributes(obj: object, name: object, is_setting: bool) -> object:
+    raise AttributeError("Lua code has no access to Python objects")
+
+
+def _b(s: str) -> bytes:
+    return s.encode("utf-8", "surrogateescape")
+
+
+def _pair(r: Any) -> tuple[Any, Any]:
+    """Lua's `value` or `nil, err` as a pair (lupa returns a tuple only for several values)."""
+    if isinstance(r, tuple):
+        return (r[0], r[1] if len(r) > 1 else None)
+    return r, None
+
+
+def _s(b: Any) -> str:
+    if isinstance(b, bytes):
+        return b.decode("utf-8", "surrogateescape")
+    return str(b)
+
+
+@dataclass(frozen=True)
+class HostOptions:
+    """Settings of a host (``process.host`` entry, ``host:`` mapping).
+
+    ``instruction_budget``: instructions a process may run between two parks (0 turns the budget and
+    its count hook off, for speed). ``heap_limit``: bytes of the host's Lua state; the process whose
+    allocation fails is killed. ``cancel_grace``: seconds a cancelled process listening for events has
+    before it is terminated.
+    """
+
+    instruction_budget: int = DEFAULT_INSTRUCTION_BUDGET
+    heap_limit: int = DEFAULT_HEAP_LIMIT
+    cancel_grace: float = 5.0
+
+    @classmethod
+    def from_mapping(cls, m: dict[str, Any] | None) -> HostOptions:
+        """Read a ``host:`` mapping (YAML); unknown keys are refused naming the known ones."""
+        from .tree import parse_bytes, parse_seconds
+
+        m = dict(m or {})
+        known = {"instruction_budget", "heap_limit", "cancel_grace", "workers", "max_memory"}
+        unknown = set(m) - known
+        if unknown:
+            raise HostError(
+                f"unknown host option(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})"
+            )
+        heap = m.get("heap_limit", m.get("max_memory"))
+        return cls(
+            instruction_budget=int(m.get("instruction_budget", DEFAULT_INSTRUCTION_BUDGET)),
+            heap_limit=parse_bytes(heap) if heap is not None else DEFAULT_HEAP_LIMIT,
+            cancel_grace=parse_seconds(m.get("cancel_grace", 5.0)),
+        )
+
+
+class HostContext:
+    """What a function passed to :meth:`Host.call` receives: the host's Lua state and scheduler.
+
+    Valid only on the host thread, during that call.
+    """
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.lua: Any = host._lua
+        self.scheduler: Any = host._s
+
+    def to_lua(self, value: Any) -> Any:
+        return to_lua(self.lua, value)
+
+    def from_lua(self, value: Any) -> Any:
+        return from_lua(value)
+
+
+class Host:
+    """A scheduler thread with its own Lua state. Create through :meth:`Node.add_host`."""
+
+    def __init__(self, node: Node, name: str, options: HostOptions | None = None) -> None:
+        self.node = node
+        self.name = name
+        self.options = options or HostOptions()
+        self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._stopped = threading.Event()
+        self._start_error: BaseException | None = None
+        self._ids = itertools.count(_REMOTE_PID_BASE)
+        self._lua: Any = None
+        self._s: Any = None
+        self._stopping = False
+        self.crashes = 0
+
+    # ---------------------------------------------------------------- any thread
+    @property
+    def running(self) -> bool:
+        return self._ready.is_set() and not self._stopped.is_set() and self._start_error is None
+
+    def start(self) -> None:
+        """Start the thread and wait until its Lua state is ready (raises if it could not start)."""
+        self._thread = threading.Thread(target=self._main, name=f"wippy-host-{self.name}", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._start_error is not None:
+            raise HostError(f"host '{self.name}' failed to start: {self._start_error}") from self._start_error
+        self.node.clock.subscribe(self.wake)
+
+    def allocate_pid(self) -> str:
+        """A PID for a process this host will create on a request from outside it."""
+        return f"{{{self.name}|0x{next(self._ids):x}}}"
+
+    def post(self, *item: Any) -> None:
+        """Queue work for the host thread; returns at once."""
+        self._queue.put(item)
+
+    def wake(self) -> None:
+        self._queue.put(("wake",))
+
+    def call(self, fn: Callable[[HostContext], T], timeout: float | None = 30.0) -> T:
+        """Run ``fn(ctx)`` on the host thread and return its result (or raise its exception)."""
+        if threading.current_thread() is self._thread:
+            return fn(HostContext(self))
+        if not self.running:
+            raise HostError(f"host '{self.name}' is not running")
+        fut: Future[T] = Future()
+        self._queue.put(("call", fn, fut))
+        try:
+            return fut.result(timeout)
+        except TimeoutError:
+            raise Timeout(f"host '{self.name}' did not answer within {timeout}s") from None
+
+    def submit(self, fn: Callable[[HostContext], T]) -> Future[T]:
+        """Like :meth:`call` without waiting: the future completes on the host thread."""
+        fut: Future[T] = Future()
+        self._queue.put(("call", fn, fut))
+        return fut
+
+    def stop(self, grace: float = 5.0, timeout: float = 30.0) -> None:
+        """Cancel every process, wait up to ``grace`` seconds, terminate the rest, end the thread."""
+        if self._thread is None or self._stopped.is_set():
+            return
+        self._queue.put(("stop", grace))
+        self._thread.join(timeout)
+
+    # ---------------------------------------------------------------- host thread
+    def _callbacks(self) -> dict[bytes, Any]:
+        node = self.node
+        clock = node.clock
+        lua = self._lua
+
+        def print_(pid: bytes, text: bytes) -> None:
+            node._output(_s(pid), _s(text))
+
+        def log(pid: bytes, level: bytes, msg: bytes, fields: Any) -> None:
+            node._log(_s(pid), _s(level), _s(msg), from_lua(fields) if fields is not None else None)
+
+        def lookup(name: bytes) -> bytes | None:
+            pid = node._names_lookup(_s(name))
+            return _b(pid) if pid is not None else None
+
+        def register_name(name: bytes, pid: bytes) -> tuple[bool | None, bytes | None]:
+            err = node._names_register(_s(name), _s(pid))
+            return (True, None) if err is None else (None, _b(err))
+
+        def unregister_name(name: bytes) -> tuple[bool | None, bytes | None]:
+            ok = node._names_unregister(_s(name))
+            return (True, None) if ok else (None, _b(f"no process is registered as '{_s(name)}'"))
+
+        def release_names(pid: bytes) -> None:
+            node._names_release(_s(pid))
+
+        def get_entry(entry_id: bytes) -> tuple[Any, bytes | None]:
+            try:
+                return node._entry_for_lua(lua, _s(entry_id)), None
+            except Exception as exc:  # refused entry: an error value for Lua, not a crash
+                return None, _b(str(exc))
+
+        def spawn_remote(host: bytes, entry_id: bytes, opts: Any, args: Any) -> tuple[Any, Any]:
+            try:
+                pyargs = from_lua(args) if args is not None else {}
+                n = int(pyargs.pop("n", 0)) if isinstance(pyargs, dict) else len(pyargs)
+                if isinstance(pyargs, dict):
+                    arglist = [pyargs.get(i) for i in range(1, n + 1)]
+                else:
+                    arglist = list(pyargs)
+                pid = node._spawn_async(
+                    _s(entry_id), _s(host), arglist, from_lua(opts) if opts is not None else None
+                )
+                return _b(pid), None
+            except Exception as exc:
+                return None, _b(f"spawn: {exc}")
+
+        def remote(op: bytes, dest: bytes, a: Any = None, b: Any = None, c: Any = None) -> tuple[Any, Any]:
+            try:
+                node._route(_s(op), _s(dest), from_lua(a), from_lua(b), from_lua(c))
+                return True, None
+            except Exception as exc:
+                return None, _b(f"{_s(op)}: {exc}")
+
+        def exited(pid: bytes, reason: bytes, error: Any) -> None:
+            node._on_exit(_s(pid), _s(reason), _s(error) if error is not None else None)
+
+        return {
+            b"monotonic": clock.monotonic,
+            b"now_ns": clock.now_ns,
+            b"print": print_,
+            b"log": log,
+            b"lookup": lookup,
+            b"register_name": register_name,
+            b"unregister_name": unregister_name,
+            b"release_names": release_names,
+            b"get_entry": get_entry,
+            b"spawn_remote": spawn_remote,
+            b"remote": remote,
+            b"exited": exited,
+        }
+
+    def _boot(self) -> None:
+        lua = lua54.LuaRuntime(
+            register_eval=False,
+            register_builtins=False,
+            unpack_returned_tuples=True,
+            encoding=None,
+            attribute_filter=_deny_attributes,
+            max_memory=self.options.heap_limit,
+        )
+        self._lua = lua
+        # lupa keeps a `python` module even without eval/builtins: no route to Python may remain
+        lua.execute(b"python = nil; package.loaded.python = nil")
+        config = lua.table_from(
+            {
+                b"host": _b(self.name),
+                b"instruction_budget": self.options.instruction_budget,
+                b"cancel_grace": float(self.options.cancel_grace),
+            }
+        )
+        py = lua.table_from(self._callbacks())
+        loader = lua.eval(b"function(src, ...) return assert(load(src, '=scheduler.lua', 't'))(...) end")
+        self._s = loader(_lua_source("scheduler.lua"), py, config, _lua_source("json.lua"))
+
+    def _main(self) -> None:
+        try:
+            self._boot()
+        except BaseException as exc:  # reported to start()'s caller
+            self._start_error = exc
+            self._ready.set()
+            self._stopped.set()
+            return
+        self._ready.set()
+        try:
+            self._loop()
+        finally:
+            self._stopped.set()
+
+    def _loop(self) -> None:
+        s_run = self._s.run
+        clock = self.node.clock
+        q = self._queue
+        stop_at: float | None = None
+        while True:
+            while True:
+                try:
+                    item = q.get_nowait()
+                except queue.Empty:
+                    break
+                grace = self._handle(item)
+                if grace is not None and stop_at is None:
+                    stop_at = self._begin_stop(grace)
+            try:
+                more, deadline = s_run(clock.monotonic(), RUN_BATCH)
+            except lua54.LuaMemoryError:
+                # the heap limit hit the scheduler itself between two processes: free and go on
+                self.crashes += 1
+                self._lua.execute(b"collectgarbage()")
+                continue
+            except lua54.LuaError as exc:
+                self.crashes += 1
+                self.node._host_fault(self.name, f"scheduler error: {exc}")
+                continue
+            if stop_at is not None:
+                if self._s.count() == 0:
+                    return
+                if clock.monotonic() >= stop_at and not more:
+                    self._s.terminate_all(b"terminated: host stopping")
+                    return
+            if more:
+                continue
+            timeout: float | None = None
+            if deadline >= 0:
+                timeout = max(0.0, deadline - clock.monotonic())
+                if clock.fake:
+                    timeout = None if timeout > 0 else 0.0
+            if stop_at is not None:
+                remaining = max(0.0, stop_at - clock.monotonic())
+                timeout = remaining if timeout is None else min(timeout, remaining)
+                if clock.fake:
+                    timeout = min(timeout, 0.05)
+            try:
+                item = q.get(timeout=timeout)
+            except queue.Empty:
+                continue
+            grace = self._handle(item)
+            if grace is not None and stop_at is None:
+                stop_at = self._begin_stop(grace)
+
+    def _begin_stop(self, grace: float) -> float:
+        self._stopping = True
+        self._s.cancel_all(b"node stopping")
+        return self.node.clock.monotonic() + grace
+
+    def _handle(self, item: tuple[Any, ...]) -> float | None:
+        """Apply one queued item on the host thread. Returns a grace period for a stop request."""
+        op = item[0]
+        s = self._s
+        lua = self._lua
+        try:
+            if op == "deliver":
+                _, dest, sender, topic, payload = item
+                if not s.deliver(_b(dest), _b(sender) if sender else None, _b(topic), to_lua(lua, payload)):
+                    self.node._dropped(dest)
+            elif op == "event":
+                _, dest, ev = item
+                s.event(_b(dest), to_lua(lua, ev))
+            elif op == "control":
+                _, cop, target, sender, a, b = item
+                s.control(_b(cop), _b(target), _b(sender) if sender else None, to_lua(lua, a), to_lua(lua, b))
+            elif op == "spawn":
+                _, pid, entry_id, opts, args, fut = item
+                self._spawn(pid, entry_id, opts, args, fut)
+            elif op == "call":
+                _, fn, fut = item
+                if fut.set_running_or_notify_cancel():
+                    try:
+                        fut.set_result(fn(HostContext(self)))
+                    except BaseException as exc:
+                        fut.set_exception(exc)
+            elif op == "invalidate":
+                for entry_id in item[1]:
+                    s.invalidate(_b(entry_id))
+            elif op == "stop":
+                return float(item[1])
+        except lua54.LuaMemoryError:
+            self._lua.execute(b"collectgarbage()")
+            self.node._host_fault(self.name, f"out of memory while handling '{op}'")
+        except Exception:
+            self.node._host_fault(self.name, f"error while handling '{op}':\n{traceback.format_exc()}")
+        return None
+
+    def _spawn(self, pid: str | None, entry_id: str, opts: Any, args: list[Any], fut: Future[str] | None) -> None:
+        lua = self._lua
+        lopts = to_lua(lua, opts) if opts else None
+        largs = to_lua(lua, list(args))
+        res, err = _pair(self._s.spawn(_b(pid) if pid else None, _b(entry_id), lopts, largs, len(args)))
+        if res is not None:
+            if fut is not None:
+                fut.set_result(_s(res))
+            return
+        message = _s(err)
+        if fut is not None:
+            fut.set_exception(ProcessError(message) if "compile" not in message else LuaError(message))
+            return
+        # an asynchronous spawn (from another host) failed: tell whoever watches or links
+        assert pid is not None
+        self.node._names_release(pid)
+        opts = opts or {}
+        result = {"error": message}
+        if opts.get("monitor"):
+            kind = "exec" if opts.get("monitor_kind") == "exec" else "monitor"
+            ev = {"kind": "pid.exit", "from": pid, "result": result, "reason": "error"}
+            if kind == "exec":
+                ev["exec"] = True
+            self.node._route("event", opts["monitor"], ev, None, None)
+        if opts.get("link"):
+            self.node._route("link_down", opts["link"], pid, result, "error")

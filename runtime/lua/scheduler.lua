@@ -1,0 +1,1792 @@
+-- The host scheduler: one instance per host, in that host's own Lua state, run by the host's thread.
+--
+-- Every process of the host is a coroutine in this state with its own global environment. The run
+-- loop lives here, in Lua: Python enters `S.run` to hand over outside events and leaves when the run
+-- queue is empty (or after a bounded number of resumes), so a Lua-to-Lua message never crosses into
+-- Python. This chunk is trusted code: it sees the full standard library; processes never do (their
+-- environments are built from an allow-list in `make_base`).
+--
+-- Loaded as `load(src, "=scheduler.lua", "t")(py, config, json_src)`, where `py` is a table of Python
+-- callables (all called on the host thread) and `config` holds the host's settings.
+local py, config, json_src = ...
+
+local type, pairs, next, select, tostring, error, pcall, setmetatable, getmetatable, rawget, rawset =
+  type, pairs, next, select, tostring, error, pcall, setmetatable, getmetatable, rawget, rawset
+local rawequal, rawlen, ipairs, tonumber, assert = rawequal, rawlen, ipairs, tonumber, assert
+local co_create, co_resume, co_yield, co_status, co_running, co_close, co_isyieldable =
+  coroutine.create, coroutine.resume, coroutine.yield, coroutine.status, coroutine.running,
+  coroutine.close, coroutine.isyieldable
+local sfmt, sbyte, sfind, sgsub, ssub, srep, smatch = string.format, string.byte, string.find,
+  string.gsub, string.sub, string.rep, string.match
+local tconcat, tunpack, tpack, tsort = table.concat, table.unpack, table.pack, table.sort
+local floor, huge, mtype, random = math.floor, math.huge, math.type, math.random
+local sethook, traceback, getmt = debug.sethook, debug.traceback, debug.getmetatable
+local collectgarbage = collectgarbage
+
+local HOST = config.host                 -- this host's registry ID, e.g. "app:processes"
+local PID_PREFIX = "{" .. HOST .. "|"
+local MEMERR = "not enough memory"       -- Lua 5.4's preallocated memory-error message
+local BUDGET_ERR = "instruction budget exceeded"
+local HOOK_CHUNK = 1000                  -- the count hook fires every this many instructions
+local YIELD_EVERY = 4000                 -- API calls between two voluntary yields (fairness)
+local MAX_DEPTH = 64                     -- payload nesting limit
+local CANCEL_GRACE = config.cancel_grace or 5.0
+
+local S = {}                             -- the interface Python calls
+
+-- Messages, copies and waiters are short-lived garbage: the generational collector handles that
+-- pattern best (measured: +8% ping-pong over incremental, see docs/performance.md)
+collectgarbage("generational", 100, 200)
+local PARK = setmetatable({}, { __metatable = false, __tostring = function() return "park" end })
+
+-------------------------------------------------------------------------------------------------
+-- Process table, run queue, current process
+-------------------------------------------------------------------------------------------------
+local procs = {}                         -- pid -> process record (never handed to Lua user code)
+local nprocs = 0
+local runq, rq_head, rq_tail = {}, 1, 0
+local current = nil                      -- the process whose coroutine is running now
+local seq = 0                            -- local PID counter
+local stats = { spawned = 0, exited = 0, delivered = 0, dropped = 0, resumes = 0, heap_kills = 0,
+                budget_kills = 0 }
+local delivered_dead = 0                 -- messages delivered to processes that have ended
+local recent_exits = {}                  -- pid -> short reason, for "is not running" messages
+local recent_order, recent_n = {}, 0
+
+local function remember_exit(pid, why)
+  recent_n = recent_n + 1
+  recent_exits[pid] = why
+  recent_order[recent_n] = pid
+  local old = recent_order[recent_n - 1000]
+  if old then recent_exits[old] = nil; recent_order[recent_n - 1000] = nil end
+end
+
+local function enqueue(p)
+  if p.queued then return end
+  p.queued = true
+  rq_tail = rq_tail + 1
+  runq[rq_tail] = p
+end
+
+-- Wake a parked process with up to two values, which its park returns.
+local function wake(p, a, b)
+  p.wait = nil
+  p.ra, p.rb = a, b
+  enqueue(p)
+end
+
+-- Park the running process: yield to the scheduler (through any user coroutines, see sb_resume).
+local function park()
+  return co_yield(PARK)
+end
+
+local function checkpoint(p)
+  -- fairness: a process that only calls the API without ever parking still lets others run
+  local c = p.calls + 1
+  if c >= YIELD_EVERY then
+    p.calls = 0
+    wake(p, nil, nil)
+    park()
+  else
+    p.calls = c
+  end
+end
+
+-------------------------------------------------------------------------------------------------
+-- Payload copy: plain data only; tables are rebuilt, never shared
+-------------------------------------------------------------------------------------------------
+local VALUE_MT = {}                      -- metatables that survive a copy (Time, Duration)
+local CHAN_MT                            -- channel handles (defined below): refused in payloads
+
+local function key_path(k)
+  if type(k) == "string" and sfind(k, "^[%a_][%w_]*$") then return "." .. k end
+  if type(k) == "string" then return sfmt("[%q]", k) end
+  return "[" .. tostring(k) .. "]"
+end
+
+local copy
+function copy(v, depth)
+  -- presize four hash slots (a constructor with nil fields): most payloads are small, and growing an
+  -- empty table slot by slot rehashes on every insert
+  local out = { _1 = nil, _2 = nil, _3 = nil, _4 = nil }
+  for k, x in next, v do
+    local tk = type(k)
+    if tk ~= "string" and tk ~= "number" and tk ~= "boolean" then
+      return nil, " (a " .. tk .. " used as a key)"
+    end
+    local tx = type(x)
+    if tx == "table" then
+      if depth >= MAX_DEPTH then return nil, key_path(k) .. " (nested deeper than 64)" end
+      local mt = getmt(x)
+      if mt == CHAN_MT then return nil, key_path(k) .. " (a channel)" end
+      local c, e = copy(x, depth + 1)
+      if e then return nil, key_path(k) .. e end
+      if mt and VALUE_MT[mt] then setmetatable(c, mt) end
+      out[k] = c
+    elseif tx == "function" or tx == "thread" or tx == "userdata" then
+      return nil, key_path(k) .. " (a " .. tx .. ")"
+    else
+      out[k] = x
+    end
+  end
+  return out
+end
+
+-- Tell a cycle from plain depth once a copy has failed on depth (the fast path keeps no seen-set).
+local function find_cycle(v, seen, path)
+  seen[v] = path
+  for k, x in next, v do
+    if type(x) == "table" then
+      if seen[x] then return path .. key_path(k) end
+      local c = find_cycle(x, seen, path .. key_path(k))
+      if c then return c end
+    end
+  end
+  seen[v] = nil
+  return nil
+end
+
+-- Copy any value for sending. Returns value or nil, err (err names the path inside the payload).
+local function copy_value(v)
+  local tv = type(v)
+  if tv ~= "table" then
+    if tv == "function" or tv == "thread" or tv == "userdata" then
+      return nil, "payload cannot be copied: $ is a " .. tv
+    end
+    return v
+  end
+  local mt = getmt(v)
+  if mt == CHAN_MT then return nil, "payload cannot be copied: $ is a channel" end
+  local c, e = copy(v, 1)
+  if e then
+    if sfind(e, "deeper than 64", 1, true) then
+      local cyc = find_cycle(v, {}, "$")
+      if cyc then return nil, "payload cannot be copied: $ contains a cycle (at " .. cyc .. ")" end
+    end
+    local path, why = smatch(e, "^(.-) (%(.*%))$")
+    return nil, "payload cannot be copied: $" .. (path or e) .. " " .. (why or "")
+  end
+  if mt and VALUE_MT[mt] then setmetatable(c, mt) end
+  return c
+end
+S.copy_value = copy_value
+
+-------------------------------------------------------------------------------------------------
+-- Channels (Go semantics). User code holds an empty handle; state lives in CH[handle] so a process
+-- cannot corrupt a channel that other processes push into (its inbox).
+-------------------------------------------------------------------------------------------------
+local CH = setmetatable({}, { __mode = "k" })
+
+local function q_new() return { h = 1, t = 0 } end
+local function q_push(q, v) local t = q.t + 1; q.t = t; q[t] = v end
+local function q_pop(q)
+  local h = q.h
+  if h > q.t then return nil end
+  local v = q[h]; q[h] = nil; q.h = h + 1
+  return v
+end
+
+local function chan_new(cap)
+  local handle = setmetatable({}, CHAN_MT)
+  local st = { handle = handle, cap = cap, n = 0, bh = 1, bt = 0, closed = false,
+               recvq = nil, sendq = nil }
+  CH[handle] = st
+  return st
+end
+
+-- A waiter is either a process record itself (a plain receive or send: it waits on channel `st`
+-- while p.wait == st; a blocked sender's value is in p.sendval), or a select waiter
+-- {p = proc, sel = select-state, val = value to send} (live while its select is not done).
+-- Using the process as its own waiter keeps the hot receive path free of allocations.
+
+-- Pop the first live waiter of queue q (waiting on st), or nil.
+local function pop_live(q, st)
+  local h, t = q.h, q.t
+  while h <= t do
+    local w = q[h]
+    q[h] = nil
+    h = h + 1
+    local sel = w.sel
+    if sel then
+      if not sel.done then q.h = h; return w end
+    elseif w.wait == st then
+      q.h = h; return w
+    end
+  end
+  q.h = h
+  return nil
+end
+
+-- Complete a receive waiter with (v, ok).
+local function fire_recv(w, st, v, ok)
+  local sel = w.sel
+  if sel then
+    sel.done = true
+    wake(w.p, { channel = st.handle, value = v, ok = ok }, nil)
+  else
+    w.wait = nil
+    w.ra, w.rb = v, ok
+    if not w.queued then w.queued = true; rq_tail = rq_tail + 1; runq[rq_tail] = w end
+  end
+end
+
+-- Complete a send waiter (its value was taken). ok=false: the channel was closed under it.
+local function fire_send(w, st, ok)
+  local sel = w.sel
+  if sel then
+    sel.done = true
+    wake(w.p, { channel = st.handle, ok = ok, send = true }, nil)
+  else
+    w.sendval = nil
+    wake(w, ok, nil)
+  end
+end
+
+local function send_value(w)
+  if w.sel then return w.val end
+  return w.sendval
+end
+
+-- Put v into a channel without blocking; returns true, or false when it would block.
+local function chan_offer(st, v)
+  local rq = st.recvq
+  if rq and rq.h <= rq.t then
+    local w = pop_live(rq, st)
+    if w then fire_recv(w, st, v, true); return true end
+  end
+  local n = st.n
+  if n < st.cap then
+    local t = st.bt + 1
+    st.bt = t; st[t] = v; st.n = n + 1
+    return true
+  end
+  return false
+end
+
+-- Take a value without blocking: returns true, v, ok or false when it would block.
+local function chan_poll(st)
+  local sq = st.sendq
+  if st.n > 0 then
+    local h = st.bh
+    local v = st[h]
+    st[h] = nil; st.bh = h + 1; st.n = st.n - 1
+    if sq and sq.h <= sq.t then
+      local w = pop_live(sq, st)
+      if w then   -- a blocked sender refills the buffer
+        local t = st.bt + 1
+        st.bt = t; st[t] = send_value(w); st.n = st.n + 1
+        fire_send(w, st, true)
+      end
+    end
+    return true, v, true
+  end
+  if sq and sq.h <= sq.t then
+    local w = pop_live(sq, st)
+    if w then
+      local v = send_value(w)
+      fire_send(w, st, true)
+      return true, v, true
+    end
+  end
+  if st.closed then return true, nil, false end
+  return false
+end
+
+local function chan_receive(st)
+  if st.n > 0 or st.sendq or st.closed then
+    local ready, v, ok = chan_poll(st)
+    if ready then return v, ok end
+  end
+  local p = current
+  if not p then error("receive: would block outside a process", 2) end
+  local rq = st.recvq
+  if not rq then rq = q_new(); st.recvq = rq end
+  local t = rq.t + 1
+  rq.t = t; rq[t] = p
+  p.wait = st
+  return co_yield(PARK)
+end
+
+local function chan_close(st)
+  if st.closed then return end
+  st.closed = true
+  local w = st.recvq and pop_live(st.recvq, st)
+  while w do fire_recv(w, st, nil, false); w = pop_live(st.recvq, st) end
+  w = st.sendq and pop_live(st.sendq, st)
+  while w do fire_send(w, st, false); w = pop_live(st.sendq, st) end
+end
+
+local function chan_state(h, what)
+  local st = CH[h]
+  if not st then error(what .. ": expected a channel, got " .. type(h), 3) end
+  return st
+end
+
+local CHM = {}
+CHAN_MT = { __index = CHM, __metatable = "channel", __name = "channel",
+            __tostring = function(h) return "channel" end }
+
+function CHM.send(h, v)
+  local st = chan_state(h, "send")
+  if st.closed then error("send on closed channel", 2) end
+  if chan_offer(st, v) then return true end
+  local p = current
+  if not p then error("send: would block outside a process", 2) end
+  local sq = st.sendq
+  if not sq then sq = q_new(); st.sendq = sq end
+  q_push(sq, p)
+  p.wait = st
+  p.sendval = v
+  local ok = park()
+  if not ok then error("send on closed channel", 2) end
+  return true
+end
+
+function CHM.receive(h)
+  local st = CH[h]
+  if not st then error("receive: expected a channel, got " .. type(h), 2) end
+  if st.n > 0 or st.sendq or st.closed then
+    local ready, v, ok = chan_poll(st)
+    if ready then return v, ok end
+  end
+  local p = current
+  if not p then error("receive: would block outside a process", 2) end
+  local rq = st.recvq
+  if not rq then rq = q_new(); st.recvq = rq end
+  local t = rq.t + 1
+  rq.t = t; rq[t] = p
+  p.wait = st
+  return co_yield(PARK)
+end
+function CHM.close(h) chan_close(chan_state(h, "close")); return true end
+function CHM.case_receive(h) return { op = "r", st = chan_state(h, "case_receive") } end
+function CHM.case_send(h, v) return { op = "s", st = chan_state(h, "case_send"), val = v } end
+function CHM.len(h) return chan_state(h, "len").n end
+function CHM.cap(h) local c = chan_state(h, "cap").cap; return c == huge and -1 or c end
+function CHM.is_closed(h) return chan_state(h, "is_closed").closed end
+
+local function select_(cases)
+  if type(cases) ~= "table" then error("select: expected a table of cases", 2) end
+  local n = #cases
+  local has_default = cases.default
+  if n == 0 and not has_default then error("select: no cases", 2) end
+  local start = n > 1 and random(n) or 1
+  for k = 0, n - 1 do
+    local i = (start + k - 1) % n + 1
+    local c = cases[i]
+    if type(c) ~= "table" or (c.op ~= "r" and c.op ~= "s") then
+      error("select: case " .. i .. " is not a case (use ch:case_receive() or ch:case_send(v))", 2)
+    end
+    local st = c.st
+    if c.op == "r" then
+      local ready, v, ok = chan_poll(st)
+      if ready then return { channel = st.handle, value = v, ok = ok } end
+    else
+      if st.closed then error("select: send on closed channel", 2) end
+      if chan_offer(st, c.val) then return { channel = st.handle, ok = true, send = true } end
+    end
+  end
+  if has_default then return { default = true } end
+  local p = current
+  if not p then error("select: would block outside a process", 2) end
+  local sel = { done = false }
+  for i = 1, n do
+    local c = cases[i]
+    local st = c.st
+    local w = { p = p, sel = sel, val = c.val }
+    if c.op == "r" then
+      local q = st.recvq; if not q then q = q_new(); st.recvq = q end
+      q_push(q, w)
+    else
+      local q = st.sendq; if not q then q = q_new(); st.sendq = q end
+      q_push(q, w)
+    end
+  end
+  p.wait = sel
+  local r = park()
+  if r.send and not r.ok then error("select: send on closed channel", 2) end
+  return r
+end
+
+-------------------------------------------------------------------------------------------------
+-- Timers: a binary heap on (deadline, seq); entries are cancelled lazily.
+-------------------------------------------------------------------------------------------------
+local heap, hn, tseq = {}, 0, 0
+local mono = py.monotonic
+
+local function less(a, b) return a.t < b.t or (a.t == b.t and a.s < b.s) end
+
+local function timer_add(t, fire, arg)
+  tseq = tseq + 1
+  local e = { t = t, s = tseq, fire = fire, arg = arg, off = false }
+  hn = hn + 1
+  local i = hn
+  heap[i] = e
+  while i > 1 do
+    local pi = i // 2
+    local pe = heap[pi]
+    if less(e, pe) then heap[i] = pe; heap[pi] = e; i = pi else break end
+  end
+  return e
+end
+
+local function timer_pop()
+  local top = heap[1]
+  local last = heap[hn]
+  heap[hn] = nil; hn = hn - 1
+  if hn > 0 then
+    heap[1] = last
+    local i = 1
+    while true do
+      local l, r, m = 2 * i, 2 * i + 1, i
+      if l <= hn and less(heap[l], heap[m]) then m = l end
+      if r <= hn and less(heap[r], heap[m]) then m = r end
+      if m == i then break end
+      heap[i], heap[m] = heap[m], heap[i]
+      i = m
+    end
+  end
+  return top
+end
+
+local function run_timers(now)
+  while hn > 0 and heap[1].t <= now do
+    local e = timer_pop()
+    if not e.off then e.off = true; e.fire(e, now) end
+  end
+end
+
+-------------------------------------------------------------------------------------------------
+-- Durations and Time values
+-------------------------------------------------------------------------------------------------
+local UNITS = { ns = 1, us = 1e3, ["\194\181s"] = 1e3, ["\206\188s"] = 1e3, ms = 1e6, s = 1e9,
+                m = 60e9, h = 3600e9 }
+local DUR_MT, TIME_MT = {}, {}
+local DURM, TIMEM = {}, {}
+DUR_MT.__index = DURM; DUR_MT.__metatable = "duration"; DUR_MT.__name = "duration"
+TIME_MT.__index = TIMEM; TIME_MT.__metatable = "time"; TIME_MT.__name = "time"
+VALUE_MT[DUR_MT] = true; VALUE_MT[TIME_MT] = true
+
+local function duration(ns) return setmetatable({ ns = ns }, DUR_MT) end
+local function time_value(ns) return setmetatable({ ns = ns }, TIME_MT) end
+
+-- Parse a duration (Go syntax "1h30m", "150ms", "2.5s"; a number of nanoseconds; a Duration) into
+-- nanoseconds. Returns ns or nil, err.
+local function parse_duration(d)
+  local td = type(d)
+  if td == "number" then
+    if d ~= d or d < 0 then return nil, "invalid duration " .. tostring(d) end
+    return d
+  end
+  if td == "table" and getmetatable(d) == "duration" then return d.ns end
+  if td ~= "string" then return nil, "invalid duration: expected a string like '150ms', got " .. td end
+  if d == "0" then return 0 end
+  local total, pos, len = 0, 1, #d
+  if len == 0 then return nil, "invalid duration ''" end
+  while pos <= len do
+    local num, unit, nxt = smatch(d, "^(%d*%.?%d+)([%a\194\181\206\188]+)()", pos)
+    if not num then
+      return nil, sfmt("invalid duration %q: expected a number and a unit (ns, us, ms, s, m, h)", d)
+    end
+    local mul = UNITS[unit]
+    if not mul then return nil, sfmt("invalid duration %q: unknown unit %q", d, unit) end
+    total = total + tonumber(num) * mul
+    pos = nxt
+  end
+  return total
+end
+S.parse_duration = parse_duration
+
+local function need_duration(d, what)
+  local ns, err = parse_duration(d)
+  if not ns then error(what .. ": " .. err, 3) end
+  return ns
+end
+
+function DURM.seconds(d) return d.ns / 1e9 end
+function DURM.milliseconds(d) return d.ns / 1e6 end
+function DURM.nanoseconds(d) return d.ns end
+DUR_MT.__tostring = function(d) return sfmt("%gs", d.ns / 1e9) end
+function TIMEM.unix(t) return t.ns // 1000000000 end
+function TIMEM.unix_nano(t) return t.ns end
+function TIMEM.sub(t, u)
+  if type(u) ~= "table" or getmetatable(u) ~= "time" then error("sub: expected a Time", 2) end
+  return duration(t.ns - u.ns)
+end
+function TIMEM.add(t, d) return time_value(t.ns + floor(need_duration(d, "add"))) end
+function TIMEM.before(t, u) return t.ns < u.ns end
+function TIMEM.after(t, u) return t.ns > u.ns end
+function TIMEM.format(t, fmt)
+  return os.date(fmt or "!%Y-%m-%dT%H:%M:%SZ", t.ns // 1000000000)
+end
+TIME_MT.__tostring = function(t) return TIMEM.format(t) end
+TIME_MT.__eq = function(a, b) return a.ns == b.ns end
+TIME_MT.__lt = function(a, b) return a.ns < b.ns end
+TIME_MT.__le = function(a, b) return a.ns <= b.ns end
+
+local now_ns = py.now_ns
+
+-------------------------------------------------------------------------------------------------
+-- Exits, monitors, links
+-------------------------------------------------------------------------------------------------
+local EXIT, CANCEL, LINK_DOWN, OUTDATED = "pid.exit", "pid.cancel", "pid.link.down", "pid.outdated"
+local deliver_event, kill
+
+local function check_killed(p)
+  if p.kill then error(p.kill_msg, 0) end
+end
+
+local function is_local(pid) return sfind(pid, PID_PREFIX, 1, true) == 1 end
+
+local function events_state(p)
+  local st = p.events
+  if not st then st = chan_new(huge); p.events = st end
+  return st
+end
+
+-- Build a fresh result table for one watcher (each watcher gets its own copy).
+local function result_for(p)
+  local r = p.result
+  if r.error ~= nil then return { error = r.error } end
+  local v = r.value
+  if type(v) == "table" then v = copy_value(v) end
+  return { value = v }
+end
+
+local function abnormal(reason)
+  return reason == "error" or reason == "terminated" or reason == "heap_limit"
+    or reason == "instruction_budget" or reason == "link_down"
+end
+
+-- End process p with a reason and a result {value=} / {error=}. Runs on the host thread, in any
+-- coroutine: p's own (it returned or failed) or another's (terminate, link, cancel).
+local function finish(p, reason, result)
+  if p.status == "dead" then return end
+  p.status = "dead"
+  delivered_dead = delivered_dead + p.n_in
+  p.reason = reason
+  p.result = result
+  p.wait = nil
+  procs[p.pid] = nil
+  nprocs = nprocs - 1
+  stats.exited = stats.exited + 1
+  remember_exit(p.pid, reason == "error" and ("error: " .. smatch(result.error or "", "^[^\n]*"))
+    or reason)
+  if p.named then py.release_names(p.pid) end
+  if p.inbox then chan_close(p.inbox) end
+  local mons = p.monitors
+  if mons then
+    for watcher, how in next, mons do
+      deliver_event(watcher, { kind = EXIT, from = p.pid, result = result_for(p), reason = reason,
+                               exec = how == "exec" or nil })
+    end
+  end
+  local links = p.links
+  if links then
+    local bad = abnormal(reason)
+    for other in next, links do
+      if is_local(other) then
+        local o = procs[other]
+        if o and o.links then
+          o.links[p.pid] = nil
+          if bad then
+            if o.trap_links then
+              deliver_event(other, { kind = LINK_DOWN, from = p.pid, result = result_for(p),
+                                     reason = reason })
+            else
+              kill(o, "link_down", "linked process failed: " .. p.pid .. " (" .. reason .. ")")
+            end
+          end
+        end
+      else
+        py.remote(bad and "link_down" or "unlink", other, p.pid, bad and result_for(p) or nil, reason)
+      end
+    end
+  end
+  py.exited(p.pid, reason, p.result.error)
+  -- drop the coroutine without closing it: a killed process runs none of its code again (its
+  -- <close> handlers would otherwise run inside whichever process killed it)
+  p.co = nil; p.env = nil; p.start = nil; p.monitors = nil; p.links = nil
+end
+
+-- Kill p from outside its own flow (terminate, linked failure, cancel without listener).
+function kill(p, reason, msg)
+  if p.status == "dead" then return end
+  if p == current then
+    -- the running process is being killed (itself, or through a link): mark it; the API call that
+    -- got here raises once its own work is done (check_killed), and pcall cannot catch that
+    if not p.kill then p.kill = reason; p.kill_msg = msg end
+    return
+  end
+  finish(p, reason, { error = msg })
+end
+
+function deliver_event(watcher, ev)
+  local w = procs[watcher]
+  if w then
+    if ev.exec and w.exec_waits then
+      local st = w.exec_waits[ev.from]
+      if st then chan_offer(st, ev); return end
+    end
+    chan_offer(events_state(w), ev)
+  elseif not is_local(watcher) then
+    py.remote("event", watcher, ev)
+  end
+end
+
+-------------------------------------------------------------------------------------------------
+-- Message delivery
+-------------------------------------------------------------------------------------------------
+local MSG_MT, MSGM = {}, {}
+MSG_MT.__index = MSGM; MSG_MT.__metatable = "message"; MSG_MT.__name = "message"
+function MSGM.topic(m) return m[1] end
+function MSGM.from(m) return m[2] end
+function MSGM.payload(m) return m end
+function MSGM.data(m) return m[3] end
+MSG_MT.__tostring = function(m) return "message(" .. tostring(m[1]) .. ")" end
+
+local function glob_to_pattern(g)
+  local pat = sgsub(g, "[%^%$%(%)%%%.%[%]%+%-]", "%%%0")
+  pat = sgsub(pat, "%*", ".*")
+  pat = sgsub(pat, "%?", ".")
+  return "^" .. pat .. "$"
+end
+
+-- Deliver an already-copied payload to a live local process.
+local function deliver(t, from, topic, data)
+  t.n_in = t.n_in + 1
+  local ls = t.listeners
+  if ls then
+    local l = ls.exact[topic]
+    if not l then
+      for i = 1, #ls.globs do
+        local g = ls.globs[i]
+        if sfind(topic, g.pat) then l = g; break end
+      end
+    end
+    if l then
+      if l.msg then chan_offer(l.st, setmetatable({ topic, from, data }, MSG_MT))
+      else chan_offer(l.st, data) end
+      return
+    end
+  end
+  local ib = t.inbox
+  if not ib then ib = chan_new(huge); t.inbox = ib end
+  chan_offer(ib, setmetatable({ topic, from, data }, MSG_MT))
+end
+
+local function not_running(pid)
+  local why = recent_exits[pid]
+  if why then return "process " .. pid .. " is not running (it exited: " .. why .. ")" end
+  return "unknown process " .. pid .. " (no such process on host " .. HOST .. ")"
+end
+
+-- Resolve a destination (PID or registered name) to a PID string, or nil, err.
+local function resolve(dest, what)
+  if type(dest) ~= "string" then
+    return nil, what .. ": destination must be a PID or a registered name, got " .. type(dest)
+  end
+  if sbyte(dest, 1) == 123 then return dest end   -- "{": a PID
+  local pid = py.lookup(dest)
+  if not pid then return nil, what .. ": no process is registered as '" .. dest .. "'" end
+  return pid
+end
+
+-- Send from `from` (a PID string); the payload is copied here, once.
+local function send_from(from, dest, topic, payload)
+  local t = procs[dest]
+  if not t then
+    local pid, err = resolve(dest, "send")
+    if not pid then return nil, err end
+    dest = pid
+    t = procs[dest]
+  end
+  if type(topic) ~= "string" then return nil, "send: topic must be a string, got " .. type(topic) end
+  if sbyte(topic, 1) == 64 then
+    return nil, "send: topic '" .. topic .. "' is reserved (topics starting with '@' belong to the runtime)"
+  end
+  local data = payload
+  if type(payload) == "table" or type(payload) == "function" or type(payload) == "userdata"
+    or type(payload) == "thread" then
+    local err
+    data, err = copy_value(payload)
+    if err then return nil, "send: " .. err end
+  end
+  if t then
+    deliver(t, from, topic, data)
+    return true
+  end
+  if is_local(dest) then return nil, "send: " .. not_running(dest) end
+  return py.remote("send", dest, from, topic, data)
+end
+S.send_from = send_from
+
+-------------------------------------------------------------------------------------------------
+-- The instruction budget: a count hook on every thread of a process that has a budget
+-------------------------------------------------------------------------------------------------
+local function hook()
+  local p = current
+  if not p then return end
+  local u = p.used + HOOK_CHUNK
+  p.used = u
+  if u > p.budget then
+    p.kill = "instruction_budget"
+    p.kill_msg = sfmt("%s (%d instructions without parking; a process must wait on a channel, " ..
+      "a receive or a sleep to let others run)", BUDGET_ERR, p.budget)
+    -- fire again on the next instruction so no pcall/loop can outlive the kill
+    sethook(co_running(), hook, "", 1)
+    error(p.kill_msg, 0)
+  end
+end
+
+-------------------------------------------------------------------------------------------------
+-- Sandboxed replacements for the functions that could let a process escape or outlive a kill
+-------------------------------------------------------------------------------------------------
+local PROTECTED = setmetatable({}, { __mode = "k" })   -- tables no process may rawset into
+
+local function rethrow_kill(ok, ...)
+  if not ok then
+    local p = current
+    if p then
+      if p.kill then error(p.kill_msg, 0) end
+      if (...) == MEMERR then p.kill = "heap_limit"; p.kill_msg = MEMERR; error(MEMERR, 0) end
+    end
+  end
+  return ok, ...
+end
+
+local function sb_pcall(f, ...) return rethrow_kill(pcall(f, ...)) end
+local function sb_xpcall(f, h, ...) return rethrow_kill(xpcall(f, h, ...)) end
+
+local function sb_rawset(t, k, v)
+  if PROTECTED[t] then error("attempt to modify a read-only table", 2) end
+  if type(t) == "table" and getmetatable(t) == "channel" then
+    error("attempt to modify a channel", 2)
+  end
+  return rawset(t, k, v)
+end
+
+local function sb_setmetatable(t, mt)
+  if PROTECTED[t] then error("attempt to modify a read-only table", 2) end
+  return setmetatable(t, mt)
+end
+
+-- resume a user coroutine, passing parks of the process through to the scheduler
+local function pass_parks(co, ok, a, ...)
+  while ok and a == PARK do
+    return pass_parks(co, co_resume(co, park()))
+  end
+  return ok, a, ...
+end
+
+local function sb_resume(co, ...)
+  return rethrow_kill(pass_parks(co, co_resume(co, ...)))
+end
+
+local function sb_create(f)
+  local co = co_create(f)
+  local p = current
+  if p and p.budget then sethook(co, hook, "", HOOK_CHUNK) end
+  return co
+end
+
+local function wrap_results(ok, ...)
+  if not ok then
+    local e = ...
+    if type(e) == "string" then error(e, 0) end
+    error(e)
+  end
+  return ...
+end
+
+local function sb_wrap(f)
+  local co = sb_create(f)
+  return function(...) return wrap_results(sb_resume(co, ...)) end
+end
+
+local function sb_yield(...)
+  local p = current
+  if p and co_running() == p.co then error("attempt to yield from outside a coroutine", 2) end
+  return co_yield(...)
+end
+
+local function sb_load(chunk, name, mode, env)
+  if mode ~= nil and mode ~= "t" then
+    return nil, "load: only text chunks are allowed (mode 't'), binary chunks are refused"
+  end
+  if type(chunk) == "string" and sbyte(chunk, 1) == 27 then
+    return nil, "load: binary chunks are refused"
+  end
+  if type(chunk) == "function" then
+    -- gather the pieces first, so the binary check sees the first byte
+    local parts, n = {}, 0
+    while true do
+      local s = chunk()
+      if s == nil or s == "" then break end
+      if type(s) ~= "string" then return nil, "load: reader function must return strings" end
+      n = n + 1; parts[n] = s
+    end
+    chunk = tconcat(parts)
+    if sbyte(chunk, 1) == 27 then return nil, "load: binary chunks are refused" end
+  end
+  local p = current
+  return load(chunk, name, "t", env or (p and p.env))
+end
+
+local function sb_collectgarbage(opt)
+  if opt == nil or opt == "count" then return collectgarbage("count") end
+  if opt == "collect" or opt == "step" then return 0 end
+  error("collectgarbage('" .. tostring(opt) .. "') is not available in a process", 2)
+end
+
+local function sb_tostring(v) return tostring(v) end
+
+local function sb_print(...)
+  local n = select("#", ...)
+  local parts = {}
+  for i = 1, n do parts[i] = tostring((select(i, ...))) end
+  local p = current
+  py.print(p and p.pid or HOST, tconcat(parts, "\t"))
+end
+
+-- A read-only view of a shared table: reads go through, writes fail, pairs() iterates the original.
+local function readonly(t, name)
+  local proxy = setmetatable({}, {
+    __index = t,
+    __newindex = function(_, k) error("attempt to modify read-only table '" .. name .. "' (field '" ..
+      tostring(k) .. "')", 2) end,
+    __pairs = function() return next, t, nil end,
+    __len = function() return #t end,
+    __metatable = false,
+  })
+  PROTECTED[proxy] = true
+  return proxy
+end
+S.readonly = readonly
+
+-------------------------------------------------------------------------------------------------
+-- The process API (module `process`)
+-------------------------------------------------------------------------------------------------
+local P = {}
+local entry_cached, spawn_local
+local HOST_BUDGET = config.instruction_budget or 100000000
+if HOST_BUDGET <= 0 then HOST_BUDGET = nil end
+
+local function cur(what)
+  local p = current
+  if not p then error(what .. ": not called from a process", 3) end
+  return p
+end
+
+function P.pid() return cur("pid").pid end
+
+-- opts: {trap_links, upgradable, instruction_budget, name, messages = {{topic, payload}...},
+--        link = pid, monitor = pid, monitor_kind = "monitor"|"exec", context}
+local function spawn_with(opts, id, host, ...)
+  local p = current
+  if type(id) ~= "string" then return nil, "spawn: entry ID must be a string, got " .. type(id) end
+  if host == nil or host == HOST then
+    return spawn_local(nil, id, opts, ...)
+  end
+  if type(host) ~= "string" then return nil, "spawn: host must be a string, got " .. type(host) end
+  local args = tpack(...)
+  for i = 1, args.n do
+    if type(args[i]) == "table" then
+      local c, err = copy_value(args[i])
+      if err then return nil, "spawn: argument " .. i .. ": " .. err end
+      args[i] = c
+    end
+  end
+  local pid, err = py.spawn_remote(host, id, opts, args)
+  if not pid then return nil, err end
+  if opts and opts.link and p then
+    local links = p.links; if not links then links = {}; p.links = links end
+    links[pid] = true
+  end
+  return pid
+end
+
+local function plain_opts(link, monitor)
+  local p = current
+  if not link and not monitor then return nil end
+  return { link = link and p and p.pid or nil, monitor = monitor and p and p.pid or nil }
+end
+
+function P.spawn(id, host, ...) cur("spawn"); return spawn_with(nil, id, host, ...) end
+function P.spawn_monitored(id, host, ...) cur("spawn"); return spawn_with(plain_opts(false, true), id, host, ...) end
+function P.spawn_linked(id, host, ...) cur("spawn"); return spawn_with(plain_opts(true, false), id, host, ...) end
+function P.spawn_linked_monitored(id, host, ...)
+  cur("spawn"); return spawn_with(plain_opts(true, true), id, host, ...)
+end
+
+local TOPIC_OK, topic_ok_n = {}, 0   -- topics already checked (bounded: reset when large)
+
+function P.send(dest, topic, payload, extra, ...)
+  local p = current
+  if not p then error("send: not called from a process", 2) end
+  if extra ~= nil then payload = { payload, extra, ... } end
+  local t = procs[dest]
+  if t and TOPIC_OK[topic] then
+    -- fast path: a live local process and a topic seen before
+    local tp = type(payload)
+    if tp == "table" then
+      local mt = getmt(payload)
+      if mt then
+        local err
+        payload, err = copy_value(payload)
+        if err then return nil, "send: " .. err end
+      else
+        local c, err = copy(payload, 1)
+        if not c then
+          local _, msg = copy_value(payload)
+          return nil, "send: " .. (msg or err)
+        end
+        payload = c
+      end
+    elseif tp == "function" or tp == "thread" or tp == "userdata" then
+      return nil, "send: payload cannot be copied: $ is a " .. tp
+    end
+    t.n_in = t.n_in + 1
+    local ib = t.inbox
+    if ib and not t.listeners then
+      -- the common case inlined: straight into the inbox (or to the receiver parked on it)
+      local msg = setmetatable({ topic, p.pid, payload }, MSG_MT)
+      local rq = ib.recvq
+      local w = rq and rq.h <= rq.t and pop_live(rq, ib)
+      if w then
+        if w.sel then
+          fire_recv(w, ib, msg, true)
+        else
+          w.wait = nil
+          w.ra, w.rb = msg, true
+          if not w.queued then w.queued = true; rq_tail = rq_tail + 1; runq[rq_tail] = w end
+        end
+      else
+        local bt = ib.bt + 1
+        ib.bt = bt; ib[bt] = msg; ib.n = ib.n + 1
+      end
+    else
+      t.n_in = t.n_in - 1
+      deliver(t, p.pid, topic, payload)
+    end
+  else
+    local ok, err = send_from(p.pid, dest, topic, payload)
+    if not ok then return nil, err end
+    if topic_ok_n > 10000 then TOPIC_OK, topic_ok_n = {}, 0 end
+    if not TOPIC_OK[topic] then TOPIC_OK[topic] = true; topic_ok_n = topic_ok_n + 1 end
+  end
+  p.n_out = p.n_out + 1
+  local c = p.calls + 1
+  if c >= YIELD_EVERY then
+    p.calls = 0
+    wake(p, nil, nil)
+    co_yield(PARK)
+  else
+    p.calls = c
+  end
+  return true
+end
+
+local function target_of(dest, what)
+  local pid, err = resolve(dest, what)
+  if not pid then return nil, nil, err end
+  local t = procs[pid]
+  if t then return pid, t end
+  if is_local(pid) then return nil, nil, what .. ": " .. not_running(pid) end
+  return pid, nil
+end
+
+function P.monitor(dest)
+  local p = cur("monitor")
+  local pid, t, err = target_of(dest, "monitor")
+  if not pid then return nil, err end
+  if t then
+    local m = t.monitors; if not m then m = {}; t.monitors = m end
+    m[p.pid] = "monitor"
+    return true
+  end
+  return py.remote("monitor", pid, p.pid, "monitor")
+end
+
+function P.unmonitor(dest)
+  local p = cur("unmonitor")
+  local pid, t, err = target_of(dest, "unmonitor")
+  if not pid then return nil, err end
+  if t then
+    if t.monitors then t.monitors[p.pid] = nil end
+    return true
+  end
+  return py.remote("demonitor", pid, p.pid)
+end
+
+function P.link(dest)
+  local p = cur("link")
+  local pid, t, err = target_of(dest, "link")
+  if not pid then return nil, err end
+  if pid == p.pid then return nil, "link: a process cannot link to itself" end
+  local mine = p.links; if not mine then mine = {}; p.links = mine end
+  mine[pid] = true
+  if t then
+    local theirs = t.links; if not theirs then theirs = {}; t.links = theirs end
+    theirs[p.pid] = true
+    return true
+  end
+  return py.remote("link", pid, p.pid)
+end
+
+function P.unlink(dest)
+  local p = cur("unlink")
+  local pid, t, err = target_of(dest, "unlink")
+  if not pid then return nil, err end
+  if p.links then p.links[pid] = nil end
+  if t then
+    if t.links then t.links[p.pid] = nil end
+    return true
+  end
+  return py.remote("unlink", pid, p.pid)
+end
+
+function P.terminate(dest)
+  local p = cur("terminate")
+  local pid, t, err = target_of(dest, "terminate")
+  if not pid then return nil, err end
+  if t then kill(t, "terminated", "terminated by " .. p.pid); check_killed(p); return true end
+  return py.remote("terminate", pid, p.pid)
+end
+
+local function cancel_proc(t, from, reason)
+  if t.listening then
+    if t.cancelling then return true end
+    t.cancelling = true
+    chan_offer(events_state(t), { kind = CANCEL, from = from, reason = reason })
+    local grace = t.cancel_grace or CANCEL_GRACE
+    t.cancel_timer = timer_add(mono() + grace, function()
+      if t.status ~= "dead" then
+        kill(t, "terminated", sfmt("terminated: did not stop within %gs of being cancelled", grace))
+      end
+    end)
+  else
+    kill(t, "cancelled", "cancelled" .. (reason and (": " .. tostring(reason)) or ""))
+  end
+  return true
+end
+S.cancel_proc = cancel_proc
+
+function P.cancel(dest, reason)
+  local p = cur("cancel")
+  local pid, t, err = target_of(dest, "cancel")
+  if not pid then return nil, err end
+  if reason ~= nil and type(reason) ~= "string" then reason = tostring(reason) end
+  if t then cancel_proc(t, p.pid, reason); check_killed(p); return true end
+  return py.remote("cancel", pid, p.pid, reason)
+end
+
+function P.set_options(t)
+  local p = cur("set_options")
+  if type(t) ~= "table" then return false, "set_options: expected a table" end
+  for k, v in pairs(t) do
+    if k == "trap_links" then p.trap_links = not not v
+    elseif k == "upgradable" then p.upgradable = not not v
+    else return false, "set_options: unknown option '" .. tostring(k) .. "' (known: trap_links, upgradable)" end
+  end
+  return true
+end
+
+function P.get_options()
+  local p = cur("get_options")
+  return { trap_links = p.trap_links or false, upgradable = p.upgradable or false }
+end
+
+function P.inbox()
+  local p = cur("inbox")
+  local ib = p.inbox
+  if not ib then ib = chan_new(huge); p.inbox = ib end
+  return ib.handle
+end
+
+function P.events()
+  local p = cur("events")
+  p.listening = true
+  return events_state(p).handle
+end
+
+function P.listen(topic, opts)
+  local p = cur("listen")
+  if type(topic) ~= "string" or topic == "" then
+    error("listen: topic must be a non-empty string, got " .. type(topic), 2)
+  end
+  local ls = p.listeners
+  if not ls then ls = { exact = {}, globs = {} }; p.listeners = ls end
+  local msg = type(opts) == "table" and opts.message and true or false
+  local st = chan_new(huge)
+  local l = { st = st, msg = msg, topic = topic }
+  if sfind(topic, "[%*%?]") then
+    l.pat = glob_to_pattern(topic)
+    ls.globs[#ls.globs + 1] = l
+  else
+    if ls.exact[topic] then chan_close(ls.exact[topic].st) end
+    ls.exact[topic] = l
+  end
+  return st.handle
+end
+
+function P.unlisten(h)
+  local p = cur("unlisten")
+  local ls = p.listeners
+  local st = CH[h]
+  if not ls or not st then return false end
+  for topic, l in pairs(ls.exact) do
+    if l.st == st then ls.exact[topic] = nil; chan_close(st); return true end
+  end
+  for i, l in ipairs(ls.globs) do
+    if l.st == st then table.remove(ls.globs, i); chan_close(st); return true end
+  end
+  return false
+end
+
+function P.exec(id, host, ...) return P.with_options({}):exec(id, host, ...) end
+
+local function exec_with(opts, id, host, ...)
+  local p = cur("exec")
+  local o = {}
+  for k, v in pairs(opts or {}) do o[k] = v end
+  o.monitor = p.pid; o.monitor_kind = "exec"
+  local waits = p.exec_waits; if not waits then waits = {}; p.exec_waits = waits end
+  local st = chan_new(1)
+  -- register the waiter before the child can run (a local child runs only after we park)
+  local pid, err = spawn_with(o, id, host, ...)
+  if not pid then return nil, err end
+  waits[pid] = st
+  local ready, ev = chan_poll(st)
+  if not ready then ev = chan_receive(st) end
+  waits[pid] = nil
+  local r = ev.result or {}
+  if r.error ~= nil then return nil, r.error end
+  return r.value
+end
+
+-- process.registry: names shared by every host of the node (held by the node, in Python)
+local REG = {}
+function REG.register(name, pid)
+  local p = cur("registry.register")
+  if type(name) ~= "string" or name == "" or sbyte(name, 1) == 123 then
+    return nil, "registry.register: name must be a non-empty string not starting with '{'"
+  end
+  pid = pid or p.pid
+  if type(pid) ~= "string" then return nil, "registry.register: pid must be a PID string" end
+  local t = procs[pid]
+  if not t and is_local(pid) then return nil, "registry.register: " .. not_running(pid) end
+  local ok, err = py.register_name(name, pid)
+  if ok and t then t.named = true end
+  return ok, err
+end
+function REG.lookup(name)
+  if type(name) ~= "string" then return nil, "registry.lookup: name must be a string" end
+  local pid = py.lookup(name)
+  if not pid then return nil, "no process is registered as '" .. name .. "'" end
+  return pid
+end
+function REG.unregister(name)
+  if type(name) ~= "string" then return nil, "registry.unregister: name must be a string" end
+  return py.unregister_name(name)
+end
+
+-- The spawner builder: immutable, each call returns a new one.
+local SPAWNER_MT, SPM = {}, {}
+SPAWNER_MT.__index = SPM; SPAWNER_MT.__metatable = "spawner"
+local SPAWN_OPTS = { trap_links = true, upgradable = true, instruction_budget = true, cancel_grace = true,
+                     workflow_id = true }
+
+local function spawner(o) return setmetatable({ o = o }, SPAWNER_MT) end
+local function clone(o)
+  local n = {}
+  for k, v in pairs(o) do n[k] = v end
+  if o.messages then n.messages = { tunpack(o.messages) } end
+  return n
+end
+
+function P.with_options(t)
+  if t ~= nil and type(t) ~= "table" then error("with_options: expected a table", 2) end
+  return spawner({}):with_options(t or {})
+end
+function P.with_context(t)
+  if type(t) ~= "table" then error("with_context: expected a table", 2) end
+  local c, err = copy_value(t)
+  if err then error("with_context: " .. err, 2) end
+  local o = {}; o.context = c
+  return spawner(o)
+end
+function SPM.with_options(s, t)
+  if type(t) ~= "table" then error("with_options: expected a table", 2) end
+  local o = clone(s.o)
+  for k, v in pairs(t) do
+    if not SPAWN_OPTS[k] then
+      error("with_options: unknown option '" .. tostring(k) ..
+        "' (known: trap_links, upgradable, instruction_budget, cancel_grace)", 2)
+    end
+    o[k] = v
+  end
+  return spawner(o)
+end
+function SPM.with_context(s, t)
+  local o = clone(s.o)
+  local c, err = copy_value(t)
+  if err then error("with_context: " .. err, 2) end
+  o.context = c
+  return spawner(o)
+end
+function SPM.with_name(s, name)
+  if type(name) ~= "string" or name == "" then error("with_name: name must be a non-empty string", 2) end
+  local o = clone(s.o); o.name = name
+  return spawner(o)
+end
+function SPM.with_message(s, topic, ...)
+  if type(topic) ~= "string" then error("with_message: topic must be a string", 2) end
+  local payload = ...
+  if select("#", ...) > 1 then payload = { ... } end
+  local c, err = copy_value(payload)
+  if err then error("with_message: " .. err, 2) end
+  local o = clone(s.o)
+  local ms = o.messages or {}
+  ms[#ms + 1] = { topic, c }
+  o.messages = ms
+  return spawner(o)
+end
+local function with_flags(s, link, monitor)
+  local p = cur("spawn")
+  local o = clone(s.o)
+  if link then o.link = p.pid end
+  if monitor then o.monitor = p.pid end
+  return o
+end
+function SPM.spawn(s, id, host, ...) return spawn_with(with_flags(s), id, host, ...) end
+function SPM.spawn_monitored(s, id, host, ...) return spawn_with(with_flags(s, false, true), id, host, ...) end
+function SPM.spawn_linked(s, id, host, ...) return spawn_with(with_flags(s, true), id, host, ...) end
+function SPM.spawn_linked_monitored(s, id, host, ...)
+  return spawn_with(with_flags(s, true, true), id, host, ...)
+end
+function SPM.exec(s, id, host, ...) return exec_with(clone(s.o), id, host, ...) end
+
+P.event = readonly({ EXIT = EXIT, CANCEL = CANCEL, LINK_DOWN = LINK_DOWN, OUTDATED = OUTDATED },
+  "process.event")
+P.registry = readonly(REG, "process.registry")
+
+-------------------------------------------------------------------------------------------------
+-- channel and time modules
+-------------------------------------------------------------------------------------------------
+local CHANNEL = {}
+function CHANNEL.new(size)
+  if size ~= nil and (mtype(size) ~= "integer" or size < 0) then
+    error("channel.new: size must be a non-negative integer, got " .. tostring(size), 2)
+  end
+  return chan_new(size or 0).handle
+end
+CHANNEL.select = select_
+
+local TIME = {}
+function TIME.now() return time_value(now_ns()) end
+function TIME.sleep(d)
+  local ns = need_duration(d, "time.sleep")
+  local p = cur("time.sleep")
+  local w = { p = p }
+  timer_add(mono() + ns / 1e9, function(e) if p.wait == e.arg then wake(p, true) end end, w)
+  p.wait = w
+  park()
+  return true
+end
+local function fire_chan(e, _) chan_offer(e.arg, time_value(now_ns())) end
+function TIME.after(d)
+  local ns = need_duration(d, "time.after")
+  local st = chan_new(1)
+  timer_add(mono() + ns / 1e9, fire_chan, st)
+  return st.handle
+end
+local TIMER_MT, TIMERM = {}, {}
+TIMER_MT.__index = TIMERM; TIMER_MT.__metatable = "timer"
+function TIME.timer(d)
+  local ns = need_duration(d, "time.timer")
+  local st = chan_new(1)
+  return setmetatable({ st = st, e = timer_add(mono() + ns / 1e9, fire_chan, st) }, TIMER_MT)
+end
+function TIMERM.channel(t) return t.st.handle end
+function TIMERM.stop(t)
+  local active = not t.e.off
+  t.e.off = true
+  return active
+end
+function TIMERM.reset(t, d)
+  local ns = need_duration(d, "timer:reset")
+  local active = not t.e.off
+  t.e.off = true
+  t.e = timer_add(mono() + ns / 1e9, fire_chan, t.st)
+  return active
+end
+local TICKER_MT, TICKERM = {}, {}
+TICKER_MT.__index = TICKERM; TICKER_MT.__metatable = "ticker"
+function TIME.ticker(d)
+  local ns = need_duration(d, "time.ticker")
+  if ns <= 0 then error("time.ticker: duration must be positive", 2) end
+  local period = ns / 1e9
+  local st = chan_new(1)
+  local tk = { st = st, stopped = false }
+  local function tick(e, now)
+    if tk.stopped then return end
+    chan_offer(st, time_value(now_ns()))   -- a full channel drops the tick, as Go's ticker does
+    local nxt = e.t + period
+    if nxt <= now then nxt = now + period end
+    tk.e = timer_add(nxt, tick, nil)
+  end
+  tk.e = timer_add(mono() + period, tick, nil)
+  return setmetatable(tk, TICKER_MT)
+end
+function TICKERM.channel(t) return t.st.handle end
+function TICKERM.stop(t) t.stopped = true; t.e.off = true; return true end
+function TIME.parse_duration(d)
+  local ns, err = parse_duration(d)
+  if not ns then return nil, err end
+  return duration(ns)
+end
+TIME.nanosecond, TIME.microsecond, TIME.millisecond = 1, 1000, 1000000
+TIME.second, TIME.minute, TIME.hour = 1000000000, 60000000000, 3600000000000
+
+-------------------------------------------------------------------------------------------------
+-- logger and json modules
+-------------------------------------------------------------------------------------------------
+local function make_logger(fields)
+  local L = {}
+  local proxy
+  local function emit(level)
+    return function(a, b, c)
+      if a == proxy then a, b = b, c end -- logger:info(...) and logger.info(...) both work
+      local p = current
+      local f = fields
+      if type(b) == "table" then
+        local merged = {}
+        if fields then for k, v in pairs(fields) do merged[k] = v end end
+        for k, v in pairs(b) do merged[k] = v end
+        f = merged
+      end
+      if f then f = copy_value(f) end
+      py.log(p and p.pid or HOST, level, tostring(a), f)
+    end
+  end
+  L.debug, L.info, L.warn, L.error = emit("debug"), emit("info"), emit("warn"), emit("error")
+  function L.with(a, b)
+    local t = (a == proxy) and b or a
+    local merged = {}
+    if fields then for k, v in pairs(fields) do merged[k] = v end end
+    if type(t) == "table" then for k, v in pairs(t) do merged[k] = v end end
+    return make_logger(merged)
+  end
+  function L.named(a, b)
+    local name = (a == proxy) and b or a
+    return L.with({ logger = tostring(name) })
+  end
+  proxy = readonly(L, "logger")
+  return proxy
+end
+
+local JSON_ENV = {}
+for n in ("string table math utf8 type tostring tonumber pairs ipairs next select error pcall " ..
+          "setmetatable getmetatable rawget rawequal rawlen"):gmatch("%S+") do JSON_ENV[n] = _G[n] end
+local JSON = assert(load(json_src, "=json.lua", "t", JSON_ENV))()
+
+-------------------------------------------------------------------------------------------------
+-- Process environments
+-------------------------------------------------------------------------------------------------
+local ctx_of = {}
+local function make_ctx()
+  local C = {}
+  function C.get(k) local p = current; return p and p.context and p.context[k] end
+  function C.all() local p = current; return p and p.context and copy_value(p.context) or {} end
+  return C
+end
+
+local function safe_os()
+  return { time = os.time, clock = os.clock, date = os.date, difftime = os.difftime }
+end
+
+local SB_COROUTINE = {
+  create = sb_create, resume = sb_resume, wrap = sb_wrap, yield = sb_yield,
+  status = co_status, running = co_running, isyieldable = co_isyieldable, close = co_close,
+}
+
+local MODULES = {
+  process = readonly(P, "process"),
+  channel = readonly(CHANNEL, "channel"),
+  time = readonly(TIME, "time"),
+  json = readonly(JSON, "json"),
+  logger = make_logger(nil),
+  ctx = readonly(make_ctx(), "ctx"),
+}
+local CORE = { "process", "channel", "time", "json", "logger", "ctx" }
+S.MODULES = MODULES   -- later layers (registry, funcs) add theirs here
+
+local SHARED = {
+  string = readonly(string, "string"), table = readonly(table, "table"),
+  math = readonly(math, "math"), utf8 = readonly(utf8, "utf8"),
+  coroutine = readonly(SB_COROUTINE, "coroutine"), os = readonly(safe_os(), "os"),
+}
+
+-- The string metatable is shared by every string of the state: lock it, and point __index at the
+-- read-only view so that ("x").rep and string.rep are the same protected functions.
+local STRING_MT = getmetatable("")
+STRING_MT.__index = SHARED.string
+STRING_MT.__metatable = "string"
+
+local function make_base(modules)
+  local base = {
+    assert = assert, error = error, ipairs = ipairs, next = next, pairs = pairs,
+    pcall = sb_pcall, xpcall = sb_xpcall, print = sb_print, rawequal = rawequal, rawget = rawget,
+    rawlen = rawlen, rawset = sb_rawset, select = select, setmetatable = sb_setmetatable,
+    getmetatable = getmetatable, tonumber = tonumber, tostring = sb_tostring, type = type,
+    unpack = tunpack, load = sb_load, collectgarbage = sb_collectgarbage, _VERSION = _VERSION,
+  }
+  for k, v in pairs(SHARED) do base[k] = v end
+  local granted = {}
+  for _, m in ipairs(CORE) do granted[m] = true end
+  if modules then for _, m in ipairs(modules) do granted[m] = true end end
+  for m in pairs(granted) do base[m] = MODULES[m] end
+  base.require = function(name)
+    local m = base[name]
+    if granted[name] and m then return m end
+    local names = {}
+    for k in pairs(granted) do names[#names + 1] = k end
+    tsort(names)
+    error("module '" .. tostring(name) .. "' not found (modules here: " .. tconcat(names, ", ") .. ")", 2)
+  end
+  return base
+end
+
+-------------------------------------------------------------------------------------------------
+-- Entries: compiled once per version into a factory; a spawn is one closure and one environment
+-------------------------------------------------------------------------------------------------
+local entries = {}     -- id -> compiled entry (dropped by S.invalidate when the entry table changes)
+
+local WRAP_HEAD = "return function(_ENV) return function(...) "
+local WRAP_TAIL = "\nend end"
+
+function entry_cached(id)
+  local e = entries[id]
+  if e then return e end
+  local info, err = py.get_entry(id)
+  if not info then return nil, err end
+  local fn, cerr = load(WRAP_HEAD .. info.source .. WRAP_TAIL, info.chunkname, "t", {})
+  if not fn then return nil, "entry '" .. id .. "': " .. cerr end
+  local base = make_base(info.modules)
+  e = { id = id, kind = info.kind, method = info.method or "main", factory = fn(),
+        imports = info.imports, env_mt = { __index = base, __metatable = false } }
+  entries[id] = e
+  return e
+end
+
+function S.invalidate(id)
+  if id then entries[id] = nil else entries = {} end
+end
+
+-- Instantiate a library entry inside the current process.
+local function import(lid, from)
+  local le, err = entry_cached(lid)
+  if not le then error("import of '" .. lid .. "' by '" .. from .. "': " .. err, 0) end
+  if le.kind ~= "library.lua" then
+    error("import of '" .. lid .. "' by '" .. from .. "': it is a " .. tostring(le.kind) ..
+      " entry, not a library.lua", 0)
+  end
+  local env = setmetatable({}, le.env_mt)
+  env._G = env
+  if le.imports then for alias, l2 in pairs(le.imports) do env[alias] = import(l2, lid) end end
+  return le.factory(env)()
+end
+
+local function entry_function(e, env)
+  if e.imports then
+    for alias, lid in pairs(e.imports) do env[alias] = import(lid, e.id) end
+  end
+  local mod = e.factory(env)()
+  if type(mod) == "function" then return mod end
+  if type(mod) == "table" then
+    local f = rawget(mod, e.method)
+    if type(f) == "function" then return f end
+    error("entry '" .. e.id .. "': its source returned a table without a function '" .. e.method ..
+      "' (set `method:` or return { " .. e.method .. " = function(...) ... end })", 0)
+  end
+  error("entry '" .. e.id .. "': its source must return a table of functions (with '" ..
+    e.method .. "') or a function, got " .. type(mod), 0)
+end
+S.entry_function = entry_function
+
+local function proc_main(e, env, ...)
+  local f = entry_function(e, env)
+  return f(...)
+end
+
+local FMT_PID = PID_PREFIX .. "0x%05x}"
+
+-- Create a local process. pid may be given (preallocated by Python); opts as in spawn_with.
+function spawn_local(pid, id, opts, ...)
+  local e, err = entry_cached(id)
+  if not e then return nil, "spawn: " .. err end
+  if e.kind ~= "process.lua" and e.kind ~= "workflow.lua" then
+    return nil, "spawn: entry '" .. id .. "' is a " .. tostring(e.kind) ..
+      " entry; only process.lua entries can be spawned"
+  end
+  if not pid then seq = seq + 1; pid = sfmt(FMT_PID, seq) end
+  local env = setmetatable({}, e.env_mt)
+  env._G = env
+  local co = co_create(proc_main)
+  local p = { pid = pid, co = co, env = env, entry = id, status = "running", queued = false,
+              n_in = 0, n_out = 0, calls = 0, used = 0, instr = 0, resumes = 0, t0 = 0,
+              start = tpack(e, env, ...) }
+  local budget = HOST_BUDGET
+  if opts then
+    if opts.instruction_budget ~= nil then
+      budget = tonumber(opts.instruction_budget)
+      if budget and budget <= 0 then budget = nil end
+    end
+    if opts.trap_links then p.trap_links = true end
+    if opts.upgradable then p.upgradable = true end
+    if opts.cancel_grace then p.cancel_grace = (parse_duration(opts.cancel_grace) or 5e9) / 1e9 end
+    if opts.context then p.context = opts.context end
+  end
+  if budget then p.budget = budget; sethook(co, hook, "", HOOK_CHUNK) end
+  p.t0 = now_ns()
+  if opts and opts.name then
+    local ok, nerr = py.register_name(opts.name, pid)
+    if not ok then return nil, "spawn: " .. nerr end
+    p.named = true
+  end
+  procs[pid] = p
+  nprocs = nprocs + 1
+  stats.spawned = stats.spawned + 1
+  if opts then
+    if opts.messages then
+      for _, m in ipairs(opts.messages) do deliver(p, current and current.pid or nil, m[1], m[2]) end
+    end
+    if opts.monitor then
+      p.monitors = { [opts.monitor] = opts.monitor_kind or "monitor" }
+    end
+    if opts.link then
+      p.links = { [opts.link] = true }
+      local lp = procs[opts.link]
+      if lp then
+        local l = lp.links; if not l then l = {}; lp.links = l end
+        l[pid] = true
+      end
+    end
+  end
+  enqueue(p)
+  return pid
+end
+
+-------------------------------------------------------------------------------------------------
+-- The run loop
+-------------------------------------------------------------------------------------------------
+local function error_text(e)
+  if type(e) == "string" then return e end
+  local ok, s = pcall(tostring, e)
+  return ok and s or ("(error object of type " .. type(e) .. ")")
+end
+
+local function settle(p, ok, a)
+  -- p's coroutine returned or failed; a is its value or error
+  local co = p.co
+  if ok then
+    if a == PARK then return end
+    p.co_done = true
+    finish(p, p.cancelling and "cancelled" or "normal", { value = a })
+    return
+  end
+  p.co_done = true
+  local reason = p.kill
+  local msg
+  if reason then
+    msg = p.kill_msg
+  elseif a == MEMERR then
+    reason, msg = "heap_limit", "heap limit exceeded: not enough memory"
+  else
+    reason, msg = "error", error_text(a)
+  end
+  if reason == "heap_limit" then
+    -- free what the process held before anything else allocates
+    stats.heap_kills = stats.heap_kills + 1
+    msg = "heap limit exceeded: not enough memory"
+    p.co = nil; p.env = nil; p.start = nil; co = nil
+    collectgarbage()
+  elseif reason == "instruction_budget" then
+    stats.budget_kills = stats.budget_kills + 1
+    msg = msg .. "\n" .. traceback(co, nil, 0)
+  elseif reason == "error" then
+    msg = traceback(co, msg, 0)
+  end
+  finish(p, reason, { error = msg })
+end
+
+-- Run until the run queue is empty or `budget` resumes were made. Returns (more_work, next_deadline)
+-- with next_deadline = -1 when no timer is pending.
+function S.run(now, budget)
+  run_timers(now)
+  local n = 0
+  while rq_head <= rq_tail do
+    local p = runq[rq_head]
+    runq[rq_head] = nil
+    rq_head = rq_head + 1
+    p.queued = false
+    if p.status ~= "dead" then
+      current = p
+      if p.budget then p.instr = p.instr + p.used; p.used = 0 end
+      p.resumes = p.resumes + 1
+      local ok, a
+      local start = p.start
+      if start then
+        p.start = nil
+        ok, a = co_resume(p.co, tunpack(start, 1, start.n))
+      else
+        local ra, rb = p.ra, p.rb
+        p.ra, p.rb = nil, nil
+        ok, a = co_resume(p.co, ra, rb)
+      end
+      current = nil
+      if not ok or a ~= PARK then settle(p, ok, a) end
+      n = n + 1
+      if n >= budget then break end
+    end
+  end
+  stats.resumes = stats.resumes + n
+  if rq_head > rq_tail then rq_head, rq_tail = 1, 0 end
+  return rq_head <= rq_tail, hn > 0 and heap[1].t or -1
+end
+
+-------------------------------------------------------------------------------------------------
+-- Entry points for Python (host thread only)
+-------------------------------------------------------------------------------------------------
+function S.spawn(pid, id, opts, args, n)
+  return spawn_local(pid, id, opts, tunpack(args or {}, 1, n or 0))
+end
+
+function S.deliver(dest, from, topic, data)
+  local t = procs[dest]
+  if not t then stats.dropped = stats.dropped + 1; return false end
+  deliver(t, from, topic, data)
+  return true
+end
+
+function S.event(dest, ev)
+  if not procs[dest] then return false end
+  deliver_event(dest, ev)
+  return true
+end
+
+function S.control(op, target, from, a, b)
+  local t = procs[target]
+  if op == "monitor" then
+    if not t then
+      py.remote("event", from, { kind = EXIT, from = target, reason = "noproc",
+        result = { error = not_running(target) }, exec = a == "exec" or nil })
+      return
+    end
+    local m = t.monitors; if not m then m = {}; t.monitors = m end
+    m[from] = a or "monitor"
+  elseif not t then
+    if op == "link" then
+      py.remote("link_down", from, target, { error = not_running(target) }, "noproc")
+    end
+    return
+  elseif op == "demonitor" then
+    if t.monitors then t.monitors[from] = nil end
+  elseif op == "link" then
+    local l = t.links; if not l then l = {}; t.links = l end
+    l[from] = true
+  elseif op == "unlink" then
+    if t.links then t.links[from] = nil end
+  elseif op == "link_down" then
+    if t.links then t.links[from] = nil end
+    if t.trap_links then
+      chan_offer(events_state(t), { kind = LINK_DOWN, from = from, result = a, reason = b })
+    else
+      kill(t, "link_down", "linked process failed: " .. from .. " (" .. tostring(b) .. ")")
+    end
+  elseif op == "terminate" then
+    kill(t, "terminated", "terminated by " .. tostring(from))
+  elseif op == "cancel" then
+    cancel_proc(t, from, a)
+  end
+end
+
+function S.cancel_all(reason)
+  local n = 0
+  for _, p in pairs(procs) do cancel_proc(p, nil, reason); n = n + 1 end
+  return n
+end
+
+function S.terminate_all(reason)
+  local list = {}
+  for _, p in pairs(procs) do list[#list + 1] = p end
+  for _, p in ipairs(list) do kill(p, "terminated", reason or "terminated: node stopping") end
+  return #list
+end
+
+function S.count() return nprocs end
+function S.alive(pid) return procs[pid] ~= nil end
+
+-- Approximate bytes held by a value (tables, strings), visiting at most `cap` tables.
+local function footprint(v, seen, cap)
+  local tv = type(v)
+  if tv == "string" then return 24 + #v end
+  if tv ~= "table" or seen[v] then return 0 end
+  if seen.n >= cap then return 0 end
+  seen[v] = true; seen.n = seen.n + 1
+  local size = 56
+  for k, x in next, v do
+    size = size + 32 + footprint(k, seen, cap) + footprint(x, seen, cap)
+  end
+  return size
+end
+
+local function proc_info(p, with_memory)
+  local ib = p.inbox
+  local mem = nil
+  if with_memory then
+    local seen = { n = 0 }
+    seen[MODULES] = true
+    mem = 1100 + 300 + footprint(p.env, seen, 2000) + (ib and footprint(ib, seen, 2000) or 0)
+  end
+  return {
+    pid = p.pid, entry = p.entry, status = p.wait and "waiting" or (p.queued and "runnable" or "running"),
+    mailbox = ib and ib.n or 0, messages_in = p.n_in, messages_out = p.n_out,
+    instructions = p.instr + p.used, resumes = p.resumes, memory = mem, started_ns = p.t0,
+    trap_links = p.trap_links or false, budget = p.budget or 0,
+  }
+end
+
+function S.process_info(pid, with_memory)
+  local p = procs[pid]
+  if not p then return nil end
+  return proc_info(p, with_memory)
+end
+
+function S.processes(with_memory)
+  local out, n = {}, 0
+  for _, p in pairs(procs) do n = n + 1; out[n] = proc_info(p, with_memory) end
+  return out
+end
+
+function S.stats()
+  return { processes = nprocs, runnable = rq_tail - rq_head + 1, timers = hn,
+           spawned = stats.spawned, exited = stats.exited, delivered = S.delivered_total(),
+           dropped = stats.dropped, resumes = stats.resumes, heap_kills = stats.heap_kills,
+           budget_kills = stats.budget_kills, memory_kb = collectgarbage("count") }
+end
+
+function S.delivered_total()
+  local n = delivered_dead
+  for _, p in next, procs do n = n + p.n_in end
+  return n
+end
+
+function S.exit_reason(pid) return recent_exits[pid] end
+
+S.make_base = make_base
+S.current_pid = function() return current and current.pid end
+S.MEMERR = MEMERR
+
+return S

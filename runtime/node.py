@@ -1,0 +1,554 @@
+"""The node: hosts, names, Python mailboxes and the entry table of one Python process.
+
+Threads: a :class:`Node` is used from any thread (a CLI's main thread, a notebook cell, a widget callback);
+its public methods are thread-safe. Work on processes is handed to the owning host's thread
+(:meth:`Host.post` / :meth:`Host.call`); methods that must report an outcome wait on a future with a
+timeout. Callbacks named ``_something`` below are called by hosts, on their own threads.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .clock import Clock
+from .entries import Entry, EntryTable
+from .errors import EntryError, HostError, ProcessError, ProcessExited, Timeout
+from .host import Host, HostContext, HostOptions
+from .mailbox import Event, Mailbox, Message
+from .payload import check_plain, from_lua, to_lua
+
+__all__ = ["DEFAULT_HOST", "HostStatistics", "Node", "NodeStatistics", "ProcessStatistics", "parse_pid"]
+
+DEFAULT_HOST = "app:processes"
+PYTHON_HOST = "python"
+LOG_LINES = 1000
+
+
+def parse_pid(pid: str) -> tuple[str, str]:
+    """Split ``{host|id}`` into ``(host, id)``; raise :class:`ProcessError` if it is not a PID."""
+    if not isinstance(pid, str) or not pid.startswith("{") or not pid.endswith("}") or "|" not in pid:
+        raise ProcessError(f"{pid!r} is not a PID (PIDs look like {{app:processes|0x0001a}})")
+    host, _, ident = pid[1:-1].partition("|")
+    return host, ident
+
+
+@dataclass(frozen=True)
+class ProcessStatistics:
+    """A snapshot of one process, taken on its host's thread."""
+
+    pid: str
+    entry: str
+    host: str
+    status: str            #: running, runnable or waiting (parked)
+    mailbox: int           #: messages waiting in the inbox
+    messages_in: int
+    messages_out: int
+    instructions: int      #: counted by the budget hook (0 when the host runs without a budget)
+    resumes: int           #: times the scheduler resumed it (reductions)
+    memory: int | None     #: estimated bytes held (environment, inbox), when asked for
+    uptime: float          #: seconds since spawn
+    names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class HostStatistics:
+    """A snapshot of one host's counters."""
+
+    name: str
+    processes: int
+    runnable: int
+    timers: int
+    spawned: int
+    exited: int
+    delivered: int
+    dropped: int
+    resumes: int
+    heap_kills: int
+    budget_kills: int
+    lua_memory: int        #: bytes in use by the host's Lua state
+    instruction_budget: int
+    heap_limit: int
+
+
+@dataclass(frozen=True)
+class NodeStatistics:
+    hosts: dict[str, HostStatistics] = field(default_factory=dict)
+    processes: list[ProcessStatistics] = field(default_factory=list)
+
+
+def _default_output(pid: str, text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+class Node:
+    """One runtime: hosts (each a thread with a Lua state), the entry table and the name table.
+
+    ``output(pid, text)`` receives every Lua ``print`` (on the printing host's thread); the default
+    writes to ``sys.stdout`` at once. Every line is also kept per process for :meth:`logs`.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Clock | None = None,
+        output: Callable[[str, str], None] | None = _default_output,
+        host_options: HostOptions | None = None,
+    ) -> None:
+        self.clock = clock or Clock()
+        self.entries = EntryTable()
+        self.entries.subscribe(self._entries_changed)
+        self.hosts: dict[str, Host] = {}
+        self._output_sink = output
+        self._host_options = host_options or HostOptions()
+        self._lock = threading.RLock()
+        self._names: dict[str, str] = {}
+        self._names_by_pid: dict[str, set[str]] = {}
+        self._mailboxes: dict[str, Mailbox] = {}
+        self._mailbox_ids = itertools.count(1)
+        self._logs: dict[str, collections.deque[str]] = {}
+        self._exits: dict[str, tuple[str, str | None]] = {}
+        self._exit_order: collections.deque[str] = collections.deque()
+        self._exit_listeners: list[Callable[[str, str, str | None], None]] = []
+        self.faults: list[str] = []
+        self.started = False
+
+    # ------------------------------------------------------------------ lifecycle (any thread)
+    def start(self) -> Node:
+        """Start the default host ``app:processes`` (and any added before). Returns self."""
+        with self._lock:
+            if self.started:
+                return self
+            self.started = True
+            if DEFAULT_HOST not in self.hosts:
+                self.hosts[DEFAULT_HOST] = Host(self, DEFAULT_HOST, self._host_options)
+            hosts = list(self.hosts.values())
+        for h in hosts:
+            if not h.running:
+                h.start()
+        return self
+
+    def __enter__(self) -> Node:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop(grace=1.0)
+
+    def add_host(self, name: str, options: HostOptions | None = None, **kw: Any) -> Host:
+        """Add (and, if the node runs, start) a host. ``kw`` are :class:`HostOptions` fields."""
+        if options is None:
+            options = HostOptions(**kw) if kw else self._host_options
+        with self._lock:
+            if name in self.hosts:
+                raise HostError(f"host '{name}' already exists")
+            host = Host(self, name, options)
+            self.hosts[name] = host
+            started = self.started
+        if started:
+            host.start()
+        return host
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Cancel every process, give them ``grace`` seconds, terminate the rest, stop the hosts."""
+        with self._lock:
+            hosts = list(self.hosts.values())
+            self.started = False
+        for h in hosts:
+            h.post("stop", grace)
+        for h in hosts:
+            h.stop(grace, timeout=grace + 30.0)
+        for mb in list(self._mailboxes.values()):
+            mb.close()
+
+    def host(self, name: str | None = None) -> Host:
+        """The host called ``name`` (default ``app:processes``), or :class:`HostError` listing hosts."""
+        name = name or DEFAULT_HOST
+        h = self.hosts.get(name)
+        if h is None:
+            raise HostError(f"unknown host '{name}'; hosts: {', '.join(sorted(self.hosts)) or '(none)'}")
+        if not h.running:
+            raise HostError(f"host '{name}' is not running (start the node first: node.start())")
+        return h
+
+    # ------------------------------------------------------------------ entries
+    def load(self, path: str | os.PathLike[str]) -> list[Entry]:
+        """Load a YAML tree (``_index.yaml`` files) into the entry table, all or nothing.
+
+        ``process.host`` entries become hosts (started if the node runs). Raises :class:`TreeError`.
+        """
+        from .tree import load_tree
+
+        loaded = load_tree(Path(path))
+        self.apply(loaded)
+        return loaded
+
+    def apply(self, entries: Iterable[Entry], delete: Iterable[str] = ()) -> int:
+        """Add or replace entries (validated first; all or nothing); returns the table's version."""
+        entries = list(entries)
+        for e in entries:
+            if e.kind == "process.host":
+                HostOptions.from_mapping(e.data.get("host"))
+        version = self.entries.apply(entries, delete)
+        for e in entries:
+            if e.kind == "process.host" and e.id not in self.hosts:
+                self.add_host(e.id, HostOptions.from_mapping(e.data.get("host")))
+        return version
+
+    def define(self, entry_id: str, kind: str, source: str | None = None, **data: Any) -> Entry:
+        """Define one entry from Python, e.g. ``node.define("app:echo", "process.lua", source=...)``."""
+        fields = dict(data)
+        meta = fields.pop("meta", {}) or {}
+        if source is not None:
+            fields["source"] = source
+        entry = Entry(entry_id, kind, meta, fields)
+        self.apply([entry])
+        return entry
+
+    def _entries_changed(self, ids: frozenset[str]) -> None:
+        for h in list(self.hosts.values()):
+            if h.running:
+                h.post("invalidate", tuple(ids))
+
+    def _entry_for_lua(self, lua: Any, entry_id: str) -> Any:
+        """Called on a host thread: the entry as the scheduler's loader wants it."""
+        entry = self.entries.get(entry_id)
+        if entry is None:
+            raise EntryError(self.entries.unknown_message(entry_id))
+        if "source" not in entry.data:
+            raise EntryError(f"entry '{entry_id}' is a {entry.kind} entry, not Lua code")
+        path = entry.meta.get("source_path")
+        chunkname = f"@{path}" if path else f"={entry_id}"
+        info: dict[str, Any] = {
+            "kind": entry.kind,
+            "source": entry.data["source"],
+            "chunkname": chunkname,
+            "method": entry.data.get("method", "main"),
+            "modules": list(entry.data.get("modules", [])),
+        }
+        imports = entry.data.get("imports")
+        if imports:
+            info["imports"] = dict(imports)
+        return to_lua(lua, info)
+
+    # ------------------------------------------------------------------ processes (any thread)
+    def spawn(
+        self,
+        entry_id: str,
+        *args: Any,
+        host: str | None = None,
+        name: str | None = None,
+        monitor: Mailbox | None = None,
+        link: Mailbox | None = None,
+        options: dict[str, Any] | None = None,
+        timeout: float = 30.0,
+    ) -> str:
+        """Start the ``process.lua`` entry ``entry_id`` on ``host``; returns its PID once it exists.
+
+        Raises :class:`EntryError` (unknown entry, wrong kind), :class:`HostError` (unknown host),
+        :class:`ProcessError` (a taken name, a compile error), :class:`PayloadError` (arguments).
+        """
+        h = self.host(host)
+        self._check_spawnable(entry_id)
+        for a in args:
+            check_plain(a)
+        opts = dict(options or {})
+        if name is not None:
+            opts["name"] = name
+        if monitor is not None:
+            opts["monitor"] = monitor.pid
+        if link is not None:
+            opts["link"] = link.pid
+        fut: Any = __import__("concurrent.futures").futures.Future()
+        h.post("spawn", None, entry_id, opts or None, list(args), fut)
+        try:
+            pid: str = fut.result(timeout)
+        except TimeoutError:
+            raise Timeout(f"host '{h.name}' did not spawn '{entry_id}' within {timeout}s") from None
+        return pid
+
+    def _check_spawnable(self, entry_id: str) -> Entry:
+        entry = self.entries.require(entry_id)
+        if entry.kind not in ("process.lua", "workflow.lua"):
+            raise EntryError(
+                f"entry '{entry_id}' is a {entry.kind} entry; only process.lua entries can be spawned"
+            )
+        return entry
+
+    def _spawn_async(self, entry_id: str, host: str, args: list[Any], opts: dict[str, Any] | None) -> str:
+        """Called on a host thread for a spawn on another host: allocate the PID, queue the spawn."""
+        h = self.host(host)
+        self._check_spawnable(entry_id)
+        pid = h.allocate_pid()
+        name = (opts or {}).get("name")
+        if name is not None:
+            # register now, so the caller can look the name up as soon as spawn returns
+            err = self._names_register(str(name), pid)
+            if err is not None:
+                raise ProcessError(err)
+        h.post("spawn", pid, entry_id, opts, args, None)
+        return pid
+
+    def exec(self, entry_id: str, *args: Any, host: str | None = None, timeout: float | None = None) -> Any:
+        """Spawn ``entry_id``, wait for it to end, and return its result value.
+
+        Raises :class:`ProcessExited` if it ended abnormally, :class:`Timeout` after ``timeout`` seconds.
+        """
+        with self.mailbox() as mb:
+            pid = self.spawn(entry_id, *args, host=host, monitor=mb)
+            ev = mb.wait_exit(pid, timeout)
+        if ev.result.get("error") is not None:
+            raise ProcessExited(pid, ev.reason or "error", ev.result.get("error"))
+        return ev.result.get("value")
+
+    def send(self, dest: str, topic: str, payload: Any = None, *, sender: str | None = None) -> None:
+        """Send a message to a PID or a registered name (copied; returns at once).
+
+        Raises :class:`ProcessError` for an unknown name, host or a local process known to have ended.
+        """
+        if not isinstance(topic, str) or not topic:
+            raise ProcessError("send: topic must be a non-empty string")
+        if topic.startswith("@"):
+            raise ProcessError(f"send: topic '{topic}' is reserved (topics starting with '@' belong to the runtime)")
+        check_plain(payload)
+        pid = self.resolve(dest)
+        self._route("send", pid, sender, topic, payload)
+
+    def resolve(self, dest: str) -> str:
+        """A PID for a PID or a registered name; :class:`ProcessError` for an unknown name."""
+        if isinstance(dest, str) and dest.startswith("{"):
+            parse_pid(dest)
+            return dest
+        pid = self._names_lookup(dest)
+        if pid is None:
+            raise ProcessError(f"no process is registered as {dest!r}")
+        return pid
+
+    def lookup(self, name: str) -> str | None:
+        """The PID registered as ``name``, or None."""
+        return self._names_lookup(name)
+
+    def register(self, name: str, pid: str) -> None:
+        """Register ``name`` for ``pid`` (a Lua process or a Python mailbox)."""
+        err = self._names_register(name, pid)
+        if err is not None:
+            raise ProcessError(err)
+
+    def unregister(self, name: str) -> bool:
+        return self._names_unregister(name)
+
+    def terminate(self, pid: str) -> None:
+        """Kill a process at once (abnormal exit ``terminated``)."""
+        self._route("terminate", self.resolve(pid), None, None, None)
+
+    def cancel(self, pid: str, reason: str | None = None) -> None:
+        """Ask a process to stop (CANCEL event, then its grace period, then terminate)."""
+        self._route("cancel", self.resolve(pid), None, reason, None)
+
+    def mailbox(self, name: str | None = None) -> Mailbox:
+        """A Python-side process: its own PID, an inbox, events; close it when done."""
+        pid = f"{{{PYTHON_HOST}|0x{next(self._mailbox_ids):05x}}}"
+        mb = Mailbox(self, pid)
+        with self._lock:
+            self._mailboxes[pid] = mb
+        if name is not None:
+            self.register(name, pid)
+        return mb
+
+    def _mailbox_closed(self, pid: str) -> None:
+        with self._lock:
+            self._mailboxes.pop(pid, None)
+        self._names_release(pid)
+
+    def alive(self, pid: str) -> bool:
+        """True while the process runs (asks its host)."""
+        host, _ = parse_pid(pid)
+        if host == PYTHON_HOST:
+            return pid in self._mailboxes
+        h = self.hosts.get(host)
+        if h is None or not h.running:
+            return False
+        return bool(h.call(lambda ctx: ctx.scheduler.alive(pid.encode())))
+
+    def exit_reason(self, pid: str) -> tuple[str, str | None] | None:
+        """``(reason, error)`` of a recently ended process, else None."""
+        with self._lock:
+            return self._exits.get(pid)
+
+    def on_exit(self, listener: Callable[[str, str, str | None], None]) -> None:
+        """Call ``listener(pid, reason, error)`` on every exit, on the exiting process's host thread."""
+        self._exit_listeners.append(listener)
+
+    def call(self, fn: Callable[[HostContext], Any], host: str | None = None, timeout: float | None = 30.0) -> Any:
+        """Run ``fn(ctx)`` on a host's thread (its Lua state in ``ctx.lua``) and return the result."""
+        return self.host(host).call(fn, timeout)
+
+    # ------------------------------------------------------------------ observing
+    def statistics(self, memory: bool = False) -> NodeStatistics:
+        """Counters per host and per process; ``memory=True`` also estimates bytes per process."""
+        hosts: dict[str, HostStatistics] = {}
+        procs: list[ProcessStatistics] = []
+        now_ns = self.clock.now_ns()
+        with self._lock:
+            names = {pid: tuple(sorted(ns)) for pid, ns in self._names_by_pid.items()}
+        for name, h in list(self.hosts.items()):
+            if not h.running:
+                continue
+
+            def snap(ctx: HostContext, h: Host = h) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                st = from_lua(ctx.scheduler.stats())
+                ps = from_lua(ctx.scheduler.processes(memory))
+                st["lua_memory"] = ctx.lua.get_memory_used()
+                return st, (ps if isinstance(ps, list) else [])
+
+            st, ps = h.call(snap)
+            hosts[name] = HostStatistics(
+                name=name, processes=st["processes"], runnable=st["runnable"], timers=st["timers"],
+                spawned=st["spawned"], exited=st["exited"], delivered=st["delivered"],
+                dropped=st["dropped"], resumes=st["resumes"], heap_kills=st["heap_kills"],
+                budget_kills=st["budget_kills"], lua_memory=st["lua_memory"],
+                instruction_budget=h.options.instruction_budget, heap_limit=h.options.heap_limit,
+            )
+            for p in ps:
+                procs.append(
+                    ProcessStatistics(
+                        pid=p["pid"], entry=p["entry"], host=name, status=p["status"],
+                        mailbox=p["mailbox"], messages_in=p["messages_in"], messages_out=p["messages_out"],
+                        instructions=p["instructions"], resumes=p["resumes"], memory=p.get("memory"),
+                        uptime=max(0.0, (now_ns - p["started_ns"]) / 1e9),
+                        names=names.get(p["pid"], ()),
+                    )
+                )
+        procs.sort(key=lambda p: (p.host, p.pid))
+        return NodeStatistics(hosts, procs)
+
+    def logs(self, pid: str | None = None) -> list[str]:
+        """Lines a process printed or logged (all processes, prefixed with the PID, when pid is None)."""
+        with self._lock:
+            if pid is not None:
+                return list(self._logs.get(pid, ()))
+            return [f"{p} {line}" for p, lines in self._logs.items() for line in lines]
+
+    # ------------------------------------------------------------------ host callbacks (host threads)
+    def _keep(self, pid: str, line: str) -> None:
+        with self._lock:
+            buf = self._logs.get(pid)
+            if buf is None:
+                buf = self._logs[pid] = collections.deque(maxlen=LOG_LINES)
+            buf.append(line)
+
+    def _output(self, pid: str, text: str) -> None:
+        self._keep(pid, text)
+        if self._output_sink is not None:
+            self._output_sink(pid, text)
+
+    def _log(self, pid: str, level: str, msg: str, fields: Any) -> None:
+        extra = ""
+        if isinstance(fields, dict) and fields:
+            extra = " " + " ".join(f"{k}={v!r}" for k, v in fields.items())
+        line = f"[{level}] {msg}{extra}"
+        self._keep(pid, line)
+        if level in ("warn", "error") and self._output_sink is _default_output:
+            sys.stderr.write(f"{pid} {line}\n")
+            sys.stderr.flush()
+
+    def _on_exit(self, pid: str, reason: str, error: str | None) -> None:
+        with self._lock:
+            self._exits[pid] = (reason, error)
+            self._exit_order.append(pid)
+            if len(self._exit_order) > 10_000:
+                self._exits.pop(self._exit_order.popleft(), None)
+        if error is not None and reason not in ("normal", "cancelled"):
+            self._keep(pid, f"[exit] {reason}: {error}")
+        for listener in list(self._exit_listeners):
+            try:
+                listener(pid, reason, error)
+            except Exception as exc:  # a listener's bug must not hurt the host
+                self._host_fault("exit listener", repr(exc))
+
+    def _dropped(self, dest: str) -> None:
+        pass
+
+    def _host_fault(self, where: str, message: str) -> None:
+        with self._lock:
+            self.faults.append(f"{where}: {message}")
+        sys.stderr.write(f"wippy: {where}: {message}\n")
+
+    def _names_lookup(self, name: str) -> str | None:
+        with self._lock:
+            return self._names.get(name)
+
+    def _names_register(self, name: str, pid: str) -> str | None:
+        with self._lock:
+            holder = self._names.get(name)
+            if holder is not None and holder != pid:
+                return f"name '{name}' is already registered by {holder}"
+            self._names[name] = pid
+            self._names_by_pid.setdefault(pid, set()).add(name)
+        return None
+
+    def _names_unregister(self, name: str) -> bool:
+        with self._lock:
+            pid = self._names.pop(name, None)
+            if pid is None:
+                return False
+            names = self._names_by_pid.get(pid)
+            if names is not None:
+                names.discard(name)
+                if not names:
+                    del self._names_by_pid[pid]
+            return True
+
+    def _names_release(self, pid: str) -> None:
+        with self._lock:
+            for name in self._names_by_pid.pop(pid, ()):
+                if self._names.get(name) == pid:
+                    del self._names[name]
+
+    def _route(self, op: str, dest: str, a: Any, b: Any, c: Any) -> None:
+        """Carry an operation to the host (or Python mailbox) that owns ``dest``. Any thread.
+
+        op: send(a=from, b=topic, c=payload) | event(a=event) | monitor(a=watcher, b=kind) |
+        demonitor(a=watcher) | link(a=from) | unlink(a=from) | link_down(a=from, b=result, c=reason) |
+        terminate(a=from) | cancel(a=from, b=reason).
+        """
+        host, _ = parse_pid(dest)
+        if host == PYTHON_HOST:
+            with self._lock:
+                mb = self._mailboxes.get(dest)
+            if mb is None:
+                if op == "send":
+                    raise ProcessError(f"mailbox {dest} is closed")
+                return
+            if op == "send":
+                mb._put(Message(topic=b, sender=a, payload=c))
+            elif op == "event":
+                ev = a or {}
+                mb._put_event(Event(kind=ev.get("kind", ""), sender=ev.get("from"),
+                                    result=ev.get("result") or {}, reason=ev.get("reason")))
+            elif op == "link_down":
+                mb._put_event(Event(kind="pid.link.down", sender=a, result=b or {}, reason=c))
+            return
+        h = self.hosts.get(host)
+        if h is None or not h.running:
+            raise HostError(f"unknown host '{host}'; hosts: {', '.join(sorted(self.hosts)) or '(none)'}")
+        if op == "send":
+            h.post("deliver", dest, a, b, c)
+        elif op == "event":
+            h.post("event", dest, a)
+        else:
+            h.post("control", op, dest, a, b, c)
+
+    # used by Mailbox
+    def _monitor_from(self, watcher: str, pid: str, kind: str = "monitor") -> None:
+        self._route("monitor", pid, watcher, kind, None)
+
+    def _demonitor_from(self, watcher: str, pid: str) -> None:
+        self._route("demonitor", pid, watcher, None, None)

@@ -1,0 +1,234 @@
+"""Loading a YAML source tree (``_index.yaml`` files) into entries, checked before anything is applied.
+
+A tree is a directory; every ``_index.yaml`` below it holds ``version`` (optional), ``namespace`` and
+``entries``. Every entry key but ``name``, ``kind`` and ``meta`` goes into ``data``. A Lua entry's
+``source: file://x.lua`` is read relative to its ``_index.yaml``; Lua sources are compiled once here so a
+syntax error is reported with its file and line before the tree is used. Any thread.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+import yaml
+from lupa import lua54
+
+from .entries import LUA_KINDS, Entry, check_entry
+from .errors import EntryError, TreeError
+
+__all__ = ["compile_check", "load_index", "load_tree", "parse_bytes", "parse_seconds"]
+
+INDEX = "_index.yaml"
+_local = threading.local()
+
+
+class _LineLoader(yaml.SafeLoader):
+    """A SafeLoader that remembers the line of every mapping and of each of its values."""
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    mapping = yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+    lines = {}
+    for key_node, value_node in node.value:
+        if isinstance(key_node, yaml.ScalarNode):
+            lines[key_node.value] = value_node.start_mark.line + 1
+            if isinstance(value_node, yaml.ScalarNode) and value_node.style in ("|", ">"):
+                lines[key_node.value] += 1  # a block scalar's text starts on the next line
+    mapping["__line__"] = node.start_mark.line + 1
+    mapping["__lines__"] = lines
+    return mapping
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _strip(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip(v) for k, v in value.items() if k not in ("__line__", "__lines__")}
+    if isinstance(value, list):
+        return [_strip(v) for v in value]
+    return value
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]i?[bB]?|[bB])?\s*$")
+_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def parse_bytes(value: Any) -> int:
+    """``268435456``, ``"256MB"``, ``"512k"`` → bytes."""
+    if isinstance(value, bool):
+        raise ValueError(f"invalid size {value!r}")
+    if isinstance(value, (int, float)):
+        return int(value)
+    m = _SIZE.match(str(value))
+    if not m:
+        raise ValueError(f"invalid size {value!r} (use bytes or a unit: 64MB, 512KB, 1GB)")
+    unit = (m.group(2) or "").lower()[:1]
+    return int(float(m.group(1)) * _UNITS[unit])
+
+
+_DUR = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_DUR_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_seconds(value: Any) -> float:
+    """``"150ms"``, ``"1m30s"``, ``2`` (seconds) → seconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"invalid duration {value!r}")
+    if isinstance(value, (int, float)):
+        return float(value)
+    text = str(value).strip()
+    pos, total = 0, 0.0
+    for m in _DUR.finditer(text):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _DUR_UNITS[m.group(2)]
+        pos = m.end()
+    if pos != len(text) or not text:
+        raise ValueError(f"invalid duration {value!r} (use e.g. '150ms', '2s', '1m30s')")
+    return total
+
+
+def _checker() -> Any:
+    lua = getattr(_local, "lua", None)
+    if lua is None:
+        lua = lua54.LuaRuntime(register_eval=False, register_builtins=False, encoding=None)
+        _local.check = lua.eval(
+            b"function(src, name) local f, err = load('return function(_ENV) return function(...) ' .."
+            b" src .. '\\nend end', name, 't', {}) return err end"
+        )
+        _local.lua = lua
+    return _local.check
+
+
+def compile_check(source: str, chunkname: str) -> str | None:
+    """Compile Lua ``source`` as the runtime will; return the error message (``name:line: ...``) or None."""
+    err = _checker()(source.encode("utf-8", "surrogateescape"), chunkname.encode())
+    return None if err is None else err.decode("utf-8", "replace")
+
+
+def _lua_error_line(message: str) -> int | None:
+    m = re.search(r":(\d+):", message)
+    return int(m.group(1)) if m else None
+
+
+def load_index(path: Path, display_root: Path | None = None) -> list[Entry]:
+    """Read one ``_index.yaml`` into entries; raises :class:`TreeError` with file and line."""
+    return [e for e, _ in _load_index(path, display_root)]
+
+
+def _load_index(path: Path, display_root: Path | None) -> list[tuple[Entry, tuple[str, int]]]:
+    shown = _display(path, display_root)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TreeError(f"cannot read: {exc}", shown) from None
+    try:
+        doc = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - _LineLoader is a SafeLoader
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise TreeError(f"malformed YAML: {problem}", shown, line) from None
+    if doc is None:
+        return []
+    if not isinstance(doc, dict):
+        raise TreeError("expected a mapping with `namespace:` and `entries:`", shown, 1)
+    ns = doc.get("namespace")
+    if not isinstance(ns, str) or not re.match(r"^[A-Za-z_][\w\-]*(\.[A-Za-z_][\w\-]*)*$", ns):
+        raise TreeError(
+            f"`namespace:` must be a dotted name like app.workers, got {ns!r}", shown,
+            doc["__lines__"].get("namespace", 1),
+        )
+    raw_entries = doc.get("entries") or []
+    if not isinstance(raw_entries, list):
+        raise TreeError("`entries:` must be a list", shown, doc["__lines__"].get("entries"))
+    out: list[tuple[Entry, tuple[str, int]]] = []
+    for raw in raw_entries:
+        if not isinstance(raw, dict):
+            raise TreeError("each entry must be a mapping with `name:` and `kind:`", shown,
+                            doc["__lines__"].get("entries"))
+        line = raw["__line__"]
+        lines = raw["__lines__"]
+        name = raw.get("name")
+        kind = raw.get("kind")
+        if not isinstance(name, str) or not name:
+            raise TreeError("entry without `name:`", shown, line)
+        if not isinstance(kind, str) or not kind:
+            raise TreeError(f"entry '{ns}:{name}' has no `kind:`", shown, line)
+        meta = _strip(raw.get("meta") or {})
+        if not isinstance(meta, dict):
+            raise TreeError(f"entry '{ns}:{name}': `meta:` must be a mapping", shown, lines.get("meta", line))
+        data = {k: _strip(v) for k, v in raw.items()
+                if k not in ("name", "kind", "meta", "__line__", "__lines__")}
+        entry_id = f"{ns}:{name}"
+        if kind in LUA_KINDS and isinstance(data.get("source"), str):
+            source = data["source"]
+            src_line = lines.get("source", line)
+            if source.startswith("file://"):
+                rel = source[len("file://"):]
+                src_path = (path.parent / rel).resolve()
+                try:
+                    data["source"] = src_path.read_text(encoding="utf-8")
+                except (OSError, UnicodeDecodeError) as exc:
+                    raise TreeError(
+                        f"entry '{entry_id}': cannot read source {source}: "
+                        f"{exc.strerror if isinstance(exc, OSError) else exc}",
+                        shown, src_line,
+                    ) from None
+                meta = {**meta, "source_path": _display(src_path, display_root)}
+                err = compile_check(data["source"], "@" + meta["source_path"])
+                if err is not None:
+                    raise TreeError(f"entry '{entry_id}': Lua syntax error: {err}", meta["source_path"],
+                                    _lua_error_line(err))
+            else:
+                err = compile_check(source, "=" + entry_id)
+                if err is not None:
+                    lua_line = _lua_error_line(err.replace(entry_id, "", 1))
+                    at = src_line + lua_line - 1 if lua_line is not None else src_line
+                    raise TreeError(f"entry '{entry_id}': Lua syntax error: {err}", shown, at)
+        entry = Entry(entry_id, kind, meta, data)
+        try:
+            check_entry(entry)
+        except EntryError as exc:
+            raise TreeError(str(exc), shown, line) from None
+        out.append((entry, (shown, line)))
+    return out
+
+
+def _display(path: Path, root: Path | None) -> str:
+    if root is not None:
+        try:
+            return str(path.resolve().relative_to(root.resolve().parent))
+        except ValueError:
+            pass
+    return str(path)
+
+
+def load_tree(root: Path) -> list[Entry]:
+    """Load every ``_index.yaml`` under ``root`` (or the file itself); :class:`TreeError` on any fault."""
+    root = Path(root)
+    if root.is_file():
+        files = [root]
+        display_root = root.parent
+    elif root.is_dir():
+        files = sorted(root.rglob(INDEX))
+        display_root = root
+        if not files:
+            raise TreeError(f"no {INDEX} found under this directory", str(root))
+    else:
+        raise TreeError("no such file or directory", str(root))
+    seen: dict[str, tuple[str, int]] = {}
+    entries: list[Entry] = []
+    for f in files:
+        for e, where in _load_index(f, display_root):
+            if e.id in seen:
+                first = seen[e.id]
+                raise TreeError(f"duplicate entry ID '{e.id}' (first defined at {first[0]}:{first[1]})",
+                                where[0], where[1])
+            seen[e.id] = where
+            entries.append(e)
+    return entries
