@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -221,12 +222,9 @@ class Host:
 
         def spawn_remote(host: bytes, entry_id: bytes, opts: Any, args: Any) -> tuple[Any, Any]:
             try:
-                pyargs = from_lua(args) if args is not None else {}
-                n = int(pyargs.pop("n", 0)) if isinstance(pyargs, dict) else len(pyargs)
-                if isinstance(pyargs, dict):
-                    arglist = [pyargs.get(i) for i in range(1, n + 1)]
-                else:
-                    arglist = list(pyargs)
+                raw = from_lua(args) if args is not None else {}   # table.pack(...): 1..n and n
+                n = int(raw.pop("n", 0))
+                arglist = [raw.get(i) for i in range(1, n + 1)]
                 pid = node._spawn_async(
                     _s(entry_id), _s(host), arglist, from_lua(opts) if opts is not None else None
                 )
@@ -324,7 +322,7 @@ class Host:
             if stop_at is not None:
                 if self._s.count() == 0:
                     return
-                if clock.monotonic() >= stop_at and not more:
+                if time.monotonic() >= stop_at and not more:
                     self._s.terminate_all(b"terminated: host stopping")
                     return
             if more:
@@ -335,10 +333,8 @@ class Host:
                 if clock.fake:
                     timeout = None if timeout > 0 else 0.0
             if stop_at is not None:
-                remaining = max(0.0, stop_at - clock.monotonic())
+                remaining = max(0.0, stop_at - time.monotonic())
                 timeout = remaining if timeout is None else min(timeout, remaining)
-                if clock.fake:
-                    timeout = min(timeout, 0.05)
             try:
                 item = q.get(timeout=timeout)
             except queue.Empty:
@@ -348,9 +344,10 @@ class Host:
                 stop_at = self._begin_stop(grace)
 
     def _begin_stop(self, grace: float) -> float:
+        # the grace period of a stop is real time, also under a FakeClock: a stop must end
         self._stopping = True
         self._s.cancel_all(b"node stopping")
-        return self.node.clock.monotonic() + grace
+        return time.monotonic() + grace
 
     def _handle(self, item: tuple[Any, ...]) -> float | None:
         """Apply one queued item on the host thread. Returns a grace period for a stop request."""
@@ -410,7 +407,7 @@ class Host:
         result = {"error": message}
         if opts.get("monitor"):
             kind = "exec" if opts.get("monitor_kind") == "exec" else "monitor"
-            ev = {"kind": "pid.exit", "from": pid, "result": result, "reason": "error"}
+            ev: dict[str, Any] = {"kind": "pid.exit", "from": pid, "result": result, "reason": "error"}
             if kind == "exec":
                 ev["exec"] = True
             self.node._route("event", opts["monitor"], ev, None, None)

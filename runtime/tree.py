@@ -96,9 +96,12 @@ def _checker() -> Any:
     lua = getattr(_local, "lua", None)
     if lua is None:
         lua = lua54.LuaRuntime(register_eval=False, register_builtins=False, encoding=None)
+        # compile as the scheduler does (wrapped in a function); on failure report the error of the
+        # plain chunk, whose line numbers and "near <eof>" read naturally
         _local.check = lua.eval(
             b"function(src, name) local f, err = load('return function(_ENV) return function(...) ' .."
-            b" src .. '\\nend end', name, 't', {}) return err end"
+            b" src .. '\\nend end', name, 't', {}) if f then return nil end"
+            b" local g, err2 = load(src, name, 't', {}) return err2 or err end"
         )
         _local.lua = lua
     return _local.check
@@ -132,6 +135,10 @@ def _load_index(path: Path, display_root: Path | None) -> list[tuple[Entry, tupl
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
+        context = getattr(exc, "context", None)
+        context_mark = getattr(exc, "context_mark", None)
+        if context and context_mark is not None:
+            problem += f" ({context} at line {context_mark.line + 1})"
         raise TreeError(f"malformed YAML: {problem}", shown, line) from None
     if doc is None:
         return []
@@ -188,6 +195,8 @@ def _load_index(path: Path, display_root: Path | None) -> list[tuple[Entry, tupl
                 err = compile_check(source, "=" + entry_id)
                 if err is not None:
                     lua_line = _lua_error_line(err.replace(entry_id, "", 1))
+                    if lua_line is not None:  # "near <eof>" counts the line after the last newline
+                        lua_line = min(lua_line, len(source.rstrip("\n").split("\n")))
                     at = src_line + lua_line - 1 if lua_line is not None else src_line
                     raise TreeError(f"entry '{entry_id}': Lua syntax error: {err}", shown, at)
         entry = Entry(entry_id, kind, meta, data)

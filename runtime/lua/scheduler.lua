@@ -1472,7 +1472,11 @@ function entry_cached(id)
   local info, err = py.get_entry(id)
   if not info then return nil, err end
   local fn, cerr = load(WRAP_HEAD .. info.source .. WRAP_TAIL, info.chunkname, "t", {})
-  if not fn then return nil, "entry '" .. id .. "': " .. cerr end
+  if not fn then
+    -- the plain chunk's error reads naturally (its own line numbers, "near <eof>")
+    local _, plain = load(info.source, info.chunkname, "t", {})
+    return nil, "entry '" .. id .. "': Lua syntax error: " .. (plain or cerr)
+  end
   local base = make_base(info.modules)
   e = { id = id, kind = info.kind, method = info.method or "main", factory = fn(),
         imports = info.imports, env_mt = { __index = base, __metatable = false } }

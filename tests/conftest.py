@@ -1,0 +1,57 @@
+"""Shared fixtures: a running node per test (or per module), and a helper that runs Lua as a process."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from wippy.runtime import FakeClock, Node
+
+_ids = itertools.count(1)
+
+
+@pytest.fixture
+def node() -> Iterator[Node]:
+    """A started node with the default host; stopped after the test."""
+    n = Node(output=None).start()
+    yield n
+    n.stop(grace=0.5)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def fake_node(clock: FakeClock) -> Iterator[Node]:
+    """A started node on a FakeClock: timers fire only when the test advances the clock."""
+    n = Node(output=None, clock=clock).start()
+    yield n
+    n.stop(grace=0.1)
+
+
+RunLua = Callable[..., Any]
+
+
+def define(node: Node, source: str, kind: str = "process.lua", **data: Any) -> str:
+    """Define `source` as a fresh entry and return its ID."""
+    entry_id = f"test:e{next(_ids)}"
+    node.define(entry_id, kind, source=source, **data)
+    return entry_id
+
+
+@pytest.fixture
+def run_lua(node: Node) -> RunLua:
+    """run_lua(body, *args, host=None): run `body` as the main function of a process; return its result.
+
+    `body` is the inside of `function(...)`; the process's arguments are in `...`.
+    """
+
+    def run(body: str, *args: Any, host: str | None = None, timeout: float = 10.0) -> Any:
+        entry = define(node, "return { main = function(...)\n" + body + "\nend }")
+        return node.exec(entry, *args, host=host, timeout=timeout)
+
+    return run
