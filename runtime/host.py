@@ -37,6 +37,7 @@ T = TypeVar("T")
 
 DEFAULT_INSTRUCTION_BUDGET = 100_000_000
 DEFAULT_HEAP_LIMIT = 256 * 1024 * 1024
+HEADROOM = 4 * 1024 * 1024  # bytes above the heap limit kept free for pushes from Python
 RUN_BATCH = 20_000          # resumes per run step before Python looks at its queue again
 _REMOTE_PID_BASE = 1 << 40  # PIDs allocated from outside the host (Python, other hosts) start here
 
@@ -51,6 +52,19 @@ def _deny_attributes(obj: object, name: object, is_setting: bool) -> object:
 
 def _b(s: str) -> bytes:
     return s.encode("utf-8", "surrogateescape")
+
+
+def _size(value: Any, depth: int = 0) -> int:
+    """A rough upper bound of the bytes a Python value takes once pushed into Lua."""
+    if isinstance(value, (str, bytes)):
+        return 32 + len(value) * (4 if isinstance(value, str) else 1)
+    if depth > 64:
+        return 64
+    if isinstance(value, dict):
+        return 64 + sum(48 + _size(k, depth + 1) + _size(v, depth + 1) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return 64 + sum(24 + _size(v, depth + 1) for v in value)
+    return 16
 
 
 def _pair(r: Any) -> tuple[Any, Any]:
@@ -112,7 +126,12 @@ class HostContext:
         self.scheduler: Any = host._s
 
     def to_lua(self, value: Any) -> Any:
+        self.host._room(_size(value))
         return to_lua(self.lua, value)
+
+    def room(self, extra: int) -> None:
+        """Make room for ``extra`` bytes of Lua allocations caused from Python (see Host._room)."""
+        self.host._room(extra)
 
     def from_lua(self, value: Any) -> Any:
         return from_lua(value)
@@ -132,6 +151,7 @@ class Host:
         self._start_error: BaseException | None = None
         self._ids = itertools.count(_REMOTE_PID_BASE)
         self._lua: Any = None
+        self._cap = self.options.heap_limit
         self._s: Any = None
         self._stopping = False
         self.crashes = 0
@@ -164,6 +184,7 @@ class Host:
     def call(self, fn: Callable[[HostContext], T], timeout: float | None = 30.0) -> T:
         """Run ``fn(ctx)`` on the host thread and return its result (or raise its exception)."""
         if threading.current_thread() is self._thread:
+            self._room(0)
             return fn(HostContext(self))
         if not self.running:
             raise HostError(f"host '{self.name}' is not running")
@@ -242,20 +263,50 @@ class Host:
         def exited(pid: bytes, reason: bytes, error: Any) -> None:
             node._on_exit(_s(pid), _s(reason), _s(error) if error is not None else None)
 
+        room = self._room
+
+        def roomy(fn: Callable[..., Any]) -> Callable[..., Any]:
+            # lupa pushes a callback's results outside any protected call: make room first
+            def call(*args: Any) -> Any:
+                room(0)
+                return fn(*args)
+
+            return call
+
         return {
-            b"monotonic": clock.monotonic,
+            b"monotonic": clock.monotonic,   # numbers: pushing them allocates nothing
             b"now_ns": clock.now_ns,
             b"print": print_,
             b"log": log,
-            b"lookup": lookup,
-            b"register_name": register_name,
-            b"unregister_name": unregister_name,
+            b"lookup": roomy(lookup),
+            b"register_name": roomy(register_name),
+            b"unregister_name": roomy(unregister_name),
             b"release_names": release_names,
-            b"get_entry": get_entry,
-            b"spawn_remote": spawn_remote,
-            b"remote": remote,
+            b"get_entry": roomy(get_entry),
+            b"spawn_remote": roomy(spawn_remote),
+            b"remote": roomy(remote),
             b"exited": exited,
+            b"headroom": lambda: room(0),
         }
+
+    def _room(self, extra: int) -> None:
+        """Raise the Lua allocation cap so that lupa can push ``extra`` bytes and some more.
+
+        lupa pushes arguments and results outside any protected call: an allocation failing there
+        aborts the whole Python process ("PANIC: unprotected error"). The heap limit applies to
+        processes; Python's own pushes get headroom above it, taken back before the next run step.
+        Host thread only.
+        """
+        lua = self._lua
+        need = lua.get_memory_used() + extra + HEADROOM
+        if need > self._cap:
+            lua.set_max_memory(need)
+            self._cap = need
+
+    def _tighten(self) -> None:
+        if self._cap != self.options.heap_limit:
+            self._lua.set_max_memory(self.options.heap_limit)
+            self._cap = self.options.heap_limit
 
     def _boot(self) -> None:
         lua = lua54.LuaRuntime(
@@ -274,6 +325,7 @@ class Host:
                 b"host": _b(self.name),
                 b"instruction_budget": self.options.instruction_budget,
                 b"cancel_grace": float(self.options.cancel_grace),
+                b"heap_limit": self.options.heap_limit,
             }
         )
         py = lua.table_from(self._callbacks())
@@ -308,12 +360,14 @@ class Host:
                 grace = self._handle(item)
                 if grace is not None and stop_at is None:
                     stop_at = self._begin_stop(grace)
+            self._tighten()
             try:
                 more, deadline = s_run(clock.monotonic(), RUN_BATCH)
             except lua54.LuaMemoryError:
                 # the heap limit hit the scheduler itself between two processes: free and go on
                 self.crashes += 1
-                self._lua.execute(b"collectgarbage()")
+                self._lua.gccollect()
+                self._room(0)
                 continue
             except lua54.LuaError as exc:
                 self.crashes += 1
@@ -355,6 +409,7 @@ class Host:
         s = self._s
         lua = self._lua
         try:
+            self._room(_size(item[4]) if op == "deliver" else _size(item[2:]) if op in ("event", "spawn") else 0)
             if op == "deliver":
                 _, dest, sender, topic, payload = item
                 if not s.deliver(_b(dest), _b(sender) if sender else None, _b(topic), to_lua(lua, payload)):
@@ -381,7 +436,7 @@ class Host:
             elif op == "stop":
                 return float(item[1])
         except lua54.LuaMemoryError:
-            self._lua.execute(b"collectgarbage()")
+            self._lua.gccollect()
             self.node._host_fault(self.name, f"out of memory while handling '{op}'")
         except Exception:
             self.node._host_fault(self.name, f"error while handling '{op}':\n{traceback.format_exc()}")

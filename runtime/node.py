@@ -30,6 +30,7 @@ __all__ = ["DEFAULT_HOST", "HostStatistics", "Node", "NodeStatistics", "ProcessS
 DEFAULT_HOST = "app:processes"
 PYTHON_HOST = "python"
 LOG_LINES = 1000
+PAGE = 5000  # process snapshots converted per step of statistics()
 
 
 def parse_pid(pid: str) -> tuple[str, str]:
@@ -404,9 +405,17 @@ class Node:
 
             def snap(ctx: HostContext, h: Host = h) -> tuple[dict[str, Any], list[dict[str, Any]]]:
                 st = from_lua(ctx.scheduler.stats())
-                ps = from_lua(ctx.scheduler.processes(memory))
                 st["lua_memory"] = ctx.lua.get_memory_used()
-                return st, (ps if isinstance(ps, list) else [])
+                ps: list[dict[str, Any]] = []
+                after = None
+                while True:  # in pages, on this one host call: the table cannot change meanwhile
+                    ctx.room(PAGE * 1024)
+                    page, after = ctx.scheduler.processes(memory, after, PAGE)
+                    converted = from_lua(page)
+                    if isinstance(converted, list):
+                        ps.extend(converted)
+                    if after is None:
+                        return st, ps
 
             st, ps = h.call(snap)
             hosts[name] = HostStatistics(

@@ -16,8 +16,8 @@ local rawequal, rawlen, ipairs, tonumber, assert = rawequal, rawlen, ipairs, ton
 local co_create, co_resume, co_yield, co_status, co_running, co_close, co_isyieldable =
   coroutine.create, coroutine.resume, coroutine.yield, coroutine.status, coroutine.running,
   coroutine.close, coroutine.isyieldable
-local sfmt, sbyte, sfind, sgsub, ssub, srep, smatch = string.format, string.byte, string.find,
-  string.gsub, string.sub, string.rep, string.match
+local sfmt, sbyte, sfind, sgsub, smatch = string.format, string.byte, string.find, string.gsub,
+  string.match
 local tconcat, tunpack, tpack, tsort = table.concat, table.unpack, table.pack, table.sort
 local floor, huge, mtype, random = math.floor, math.huge, math.type, math.random
 local sethook, traceback, getmt = debug.sethook, debug.traceback, debug.getmetatable
@@ -43,6 +43,7 @@ local PARK = setmetatable({}, { __metatable = false, __tostring = function() ret
 -- Process table, run queue, current process
 -------------------------------------------------------------------------------------------------
 local procs = {}                         -- pid -> process record (never handed to Lua user code)
+local starts = {}                        -- process record -> arguments of its first resume
 local nprocs = 0
 local runq, rq_head, rq_tail = {}, 1, 0
 local current = nil                      -- the process whose coroutine is running now
@@ -80,17 +81,10 @@ local function park()
   return co_yield(PARK)
 end
 
-local function checkpoint(p)
-  -- fairness: a process that only calls the API without ever parking still lets others run
-  local c = p.calls + 1
-  if c >= YIELD_EVERY then
-    p.calls = 0
-    wake(p, nil, nil)
-    park()
-  else
-    p.calls = c
-  end
-end
+-- Counters of the running process, reset at each resume (only one process runs at a time, so
+-- they live here rather than in every process record).
+local api_calls = 0                      -- API calls since the last park (fairness)
+local budget_used = 0                    -- instructions since the last park (the budget)
 
 -------------------------------------------------------------------------------------------------
 -- Payload copy: plain data only; tables are rebuilt, never shared
@@ -177,44 +171,24 @@ S.copy_value = copy_value
 -------------------------------------------------------------------------------------------------
 local CH = setmetatable({}, { __mode = "k" })
 
-local function q_new() return { h = 1, t = 0 } end
-local function q_push(q, v) local t = q.t + 1; q.t = t; q[t] = v end
-local function q_pop(q)
-  local h = q.h
-  if h > q.t then return nil end
-  local v = q[h]; q[h] = nil; q.h = h + 1
-  return v
-end
 
 local function chan_new(cap)
   local handle = setmetatable({}, CHAN_MT)
-  local st = { handle = handle, cap = cap, n = 0, bh = 1, bt = 0, closed = false,
-               recvq = nil, sendq = nil }
+  local st = { handle = handle, cap = cap, n = 0, bh = 1, bt = 0 }
   CH[handle] = st
   return st
 end
 
--- A waiter is either a process record itself (a plain receive or send: it waits on channel `st`
--- while p.wait == st; a blocked sender's value is in p.sendval), or a select waiter
--- {p = proc, sel = select-state, val = value to send} (live while its select is not done).
--- Using the process as its own waiter keeps the hot receive path free of allocations.
-
--- Pop the first live waiter of queue q (waiting on st), or nil.
-local function pop_live(q, st)
-  local h, t = q.h, q.t
-  while h <= t do
-    local w = q[h]
-    q[h] = nil
-    h = h + 1
-    local sel = w.sel
-    if sel then
-      if not sel.done then q.h = h; return w end
-    elseif w.wait == st then
-      q.h = h; return w
-    end
-  end
-  q.h = h
-  return nil
+-- Waiters. A channel belongs to one process (payloads refuse channels), and a process waits in at
+-- most one place at a time, so a channel has at most one live receiver (st.rw) and one live sender
+-- (st.sw): single slots, no queues. A waiter is the process record itself for a plain receive or
+-- send (live while p.wait == st; a blocked sender's value is in p.sendval), or a select waiter
+-- {p = proc, sel = select-state, val = value to send}, live while its select is not done. Using the
+-- process as its own waiter keeps the hot receive path free of allocations.
+local function live(w, st)
+  local sel = w.sel
+  if sel then return not sel.done end
+  return w.wait == st
 end
 
 -- Complete a receive waiter with (v, ok).
@@ -249,10 +223,10 @@ end
 
 -- Put v into a channel without blocking; returns true, or false when it would block.
 local function chan_offer(st, v)
-  local rq = st.recvq
-  if rq and rq.h <= rq.t then
-    local w = pop_live(rq, st)
-    if w then fire_recv(w, st, v, true); return true end
+  local w = st.rw
+  if w then
+    st.rw = nil
+    if live(w, st) then fire_recv(w, st, v, true); return true end
   end
   local n = st.n
   if n < st.cap then
@@ -263,46 +237,58 @@ local function chan_offer(st, v)
   return false
 end
 
+-- Take a live blocked sender, or nil.
+local function take_sender(st)
+  local w = st.sw
+  if w then
+    st.sw = nil
+    if live(w, st) then return w end
+  end
+  return nil
+end
+
 -- Take a value without blocking: returns true, v, ok or false when it would block.
 local function chan_poll(st)
-  local sq = st.sendq
   if st.n > 0 then
     local h = st.bh
     local v = st[h]
     st[h] = nil; st.bh = h + 1; st.n = st.n - 1
-    if sq and sq.h <= sq.t then
-      local w = pop_live(sq, st)
-      if w then   -- a blocked sender refills the buffer
-        local t = st.bt + 1
-        st.bt = t; st[t] = send_value(w); st.n = st.n + 1
-        fire_send(w, st, true)
-      end
+    local w = st.sw and take_sender(st)
+    if w then   -- a blocked sender refills the buffer
+      local t = st.bt + 1
+      st.bt = t; st[t] = send_value(w); st.n = st.n + 1
+      fire_send(w, st, true)
     end
     return true, v, true
   end
-  if sq and sq.h <= sq.t then
-    local w = pop_live(sq, st)
-    if w then
-      local v = send_value(w)
-      fire_send(w, st, true)
-      return true, v, true
-    end
+  local w = st.sw and take_sender(st)
+  if w then
+    local v = send_value(w)
+    fire_send(w, st, true)
+    return true, v, true
   end
   if st.closed then return true, nil, false end
   return false
 end
 
+-- Register w as the receiver (or sender) of st. A second live waiter cannot happen while channels
+-- stay process-local; refuse it loudly rather than lose a wake-up.
+local function set_waiter(st, slot, w)
+  local old = st[slot]
+  if old and live(old, st) and (old.p or old) ~= (w.p or w) then
+    error("channel is already waited on by another process", 3)
+  end
+  st[slot] = w
+end
+
 local function chan_receive(st)
-  if st.n > 0 or st.sendq or st.closed then
+  if st.n > 0 or st.sw or st.closed then
     local ready, v, ok = chan_poll(st)
     if ready then return v, ok end
   end
   local p = current
   if not p then error("receive: would block outside a process", 2) end
-  local rq = st.recvq
-  if not rq then rq = q_new(); st.recvq = rq end
-  local t = rq.t + 1
-  rq.t = t; rq[t] = p
+  set_waiter(st, "rw", p)
   p.wait = st
   return co_yield(PARK)
 end
@@ -310,10 +296,12 @@ end
 local function chan_close(st)
   if st.closed then return end
   st.closed = true
-  local w = st.recvq and pop_live(st.recvq, st)
-  while w do fire_recv(w, st, nil, false); w = pop_live(st.recvq, st) end
-  w = st.sendq and pop_live(st.sendq, st)
-  while w do fire_send(w, st, false); w = pop_live(st.sendq, st) end
+  local w = st.rw
+  st.rw = nil
+  if w and live(w, st) then fire_recv(w, st, nil, false) end
+  w = st.sw
+  st.sw = nil
+  if w and live(w, st) then fire_send(w, st, false) end
 end
 
 local function chan_state(h, what)
@@ -332,9 +320,7 @@ function CHM.send(h, v)
   if chan_offer(st, v) then return true end
   local p = current
   if not p then error("send: would block outside a process", 2) end
-  local sq = st.sendq
-  if not sq then sq = q_new(); st.sendq = sq end
-  q_push(sq, p)
+  set_waiter(st, "sw", p)
   p.wait = st
   p.sendval = v
   local ok = park()
@@ -345,16 +331,15 @@ end
 function CHM.receive(h)
   local st = CH[h]
   if not st then error("receive: expected a channel, got " .. type(h), 2) end
-  if st.n > 0 or st.sendq or st.closed then
+  if st.n > 0 or st.sw or st.closed then
     local ready, v, ok = chan_poll(st)
     if ready then return v, ok end
   end
   local p = current
   if not p then error("receive: would block outside a process", 2) end
-  local rq = st.recvq
-  if not rq then rq = q_new(); st.recvq = rq end
-  local t = rq.t + 1
-  rq.t = t; rq[t] = p
+  local old = st.rw
+  if old and old ~= p and live(old, st) then error("channel is already waited on by another process", 2) end
+  st.rw = p
   p.wait = st
   return co_yield(PARK)
 end
@@ -395,11 +380,9 @@ local function select_(cases)
     local st = c.st
     local w = { p = p, sel = sel, val = c.val }
     if c.op == "r" then
-      local q = st.recvq; if not q then q = q_new(); st.recvq = q end
-      q_push(q, w)
+      set_waiter(st, "rw", w)
     else
-      local q = st.sendq; if not q then q = q_new(); st.sendq = q end
-      q_push(q, w)
+      set_waiter(st, "sw", w)
     end
   end
   p.wait = sel
@@ -561,8 +544,8 @@ end
 -- End process p with a reason and a result {value=} / {error=}. Runs on the host thread, in any
 -- coroutine: p's own (it returned or failed) or another's (terminate, link, cancel).
 local function finish(p, reason, result)
-  if p.status == "dead" then return end
-  p.status = "dead"
+  if p.dead then return end
+  p.dead = true
   delivered_dead = delivered_dead + p.n_in
   p.reason = reason
   p.result = result
@@ -606,12 +589,12 @@ local function finish(p, reason, result)
   py.exited(p.pid, reason, p.result.error)
   -- drop the coroutine without closing it: a killed process runs none of its code again (its
   -- <close> handlers would otherwise run inside whichever process killed it)
-  p.co = nil; p.env = nil; p.start = nil; p.monitors = nil; p.links = nil
+  p.co = nil; p.env = nil; starts[p] = nil; p.monitors = nil; p.links = nil
 end
 
 -- Kill p from outside its own flow (terminate, linked failure, cancel without listener).
 function kill(p, reason, msg)
-  if p.status == "dead" then return end
+  if p.dead then return end
   if p == current then
     -- the running process is being killed (itself, or through a link): mark it; the API call that
     -- got here raises once its own work is done (check_killed), and pcall cannot catch that
@@ -727,8 +710,8 @@ S.send_from = send_from
 local function hook()
   local p = current
   if not p then return end
-  local u = p.used + HOOK_CHUNK
-  p.used = u
+  local u = budget_used + HOOK_CHUNK
+  budget_used = u
   if u > p.budget then
     p.kill = "instruction_budget"
     p.kill_msg = sfmt("%s (%d instructions without parking; a process must wait on a channel, " ..
@@ -951,16 +934,15 @@ function P.send(dest, topic, payload, extra, ...)
     if ib and not t.listeners then
       -- the common case inlined: straight into the inbox (or to the receiver parked on it)
       local msg = setmetatable({ topic, p.pid, payload }, MSG_MT)
-      local rq = ib.recvq
-      local w = rq and rq.h <= rq.t and pop_live(rq, ib)
-      if w then
-        if w.sel then
-          fire_recv(w, ib, msg, true)
-        else
-          w.wait = nil
-          w.ra, w.rb = msg, true
-          if not w.queued then w.queued = true; rq_tail = rq_tail + 1; runq[rq_tail] = w end
-        end
+      local w = ib.rw
+      if w then ib.rw = nil end
+      if w and w.wait == ib then
+        -- the receiver is parked on its inbox: hand the message over and queue it
+        w.wait = nil
+        w.ra, w.rb = msg, true
+        if not w.queued then w.queued = true; rq_tail = rq_tail + 1; runq[rq_tail] = w end
+      elseif w and w.sel and not w.sel.done then
+        fire_recv(w, ib, msg, true)
       else
         local bt = ib.bt + 1
         ib.bt = bt; ib[bt] = msg; ib.n = ib.n + 1
@@ -976,13 +958,11 @@ function P.send(dest, topic, payload, extra, ...)
     if not TOPIC_OK[topic] then TOPIC_OK[topic] = true; topic_ok_n = topic_ok_n + 1 end
   end
   p.n_out = p.n_out + 1
-  local c = p.calls + 1
-  if c >= YIELD_EVERY then
-    p.calls = 0
+  api_calls = api_calls + 1
+  if api_calls >= YIELD_EVERY then
+    -- fairness: a process that only calls the API without ever parking still lets others run
     wake(p, nil, nil)
     co_yield(PARK)
-  else
-    p.calls = c
   end
   return true
 end
@@ -1061,7 +1041,7 @@ local function cancel_proc(t, from, reason)
     chan_offer(events_state(t), { kind = CANCEL, from = from, reason = reason })
     local grace = t.cancel_grace or CANCEL_GRACE
     t.cancel_timer = timer_add(mono() + grace, function()
-      if t.status ~= "dead" then
+      if not t.dead then
         kill(t, "terminated", sfmt("terminated: did not stop within %gs of being cancelled", grace))
       end
     end)
@@ -1394,7 +1374,6 @@ local JSON = assert(load(json_src, "=json.lua", "t", JSON_ENV))()
 -------------------------------------------------------------------------------------------------
 -- Process environments
 -------------------------------------------------------------------------------------------------
-local ctx_of = {}
 local function make_ctx()
   local C = {}
   function C.get(k) local p = current; return p and p.context and p.context[k] end
@@ -1538,9 +1517,9 @@ function spawn_local(pid, id, opts, ...)
   local env = setmetatable({}, e.env_mt)
   env._G = env
   local co = co_create(proc_main)
-  local p = { pid = pid, co = co, env = env, entry = id, status = "running", queued = false,
-              n_in = 0, n_out = 0, calls = 0, used = 0, instr = 0, resumes = 0, t0 = 0,
-              start = tpack(e, env, ...) }
+  -- keep the record small: fields that most processes never need are added when first used
+  local p = { pid = pid, co = co, env = env, entry = id, n_in = 0, n_out = 0, resumes = 0, t0 = 0 }
+  starts[p] = tpack(e, env, ...)
   local budget = HOST_BUDGET
   if opts then
     if opts.instruction_budget ~= nil then
@@ -1552,7 +1531,7 @@ function spawn_local(pid, id, opts, ...)
     if opts.cancel_grace then p.cancel_grace = (parse_duration(opts.cancel_grace) or 5e9) / 1e9 end
     if opts.context then p.context = opts.context end
   end
-  if budget then p.budget = budget; sethook(co, hook, "", HOOK_CHUNK) end
+  if budget then p.budget = budget; p.instr = 0; sethook(co, hook, "", HOOK_CHUNK) end
   p.t0 = now_ns()
   if opts and opts.name then
     local ok, nerr = py.register_name(opts.name, pid)
@@ -1591,8 +1570,12 @@ local function error_text(e)
   return ok and s or ("(error object of type " .. type(e) .. ")")
 end
 
+local HEAP_SOFT = (config.heap_limit or 0) - 1048576
+
 local function settle(p, ok, a)
-  -- p's coroutine returned or failed; a is its value or error
+  -- p's coroutine returned or failed; a is its value or error. Ending it allocates (events, exit
+  -- records): near the heap limit, ask the host for headroom first (restored before the next step)
+  if collectgarbage("count") * 1024 > HEAP_SOFT then py.headroom() end
   local co = p.co
   if ok then
     if a == PARK then return end
@@ -1614,7 +1597,7 @@ local function settle(p, ok, a)
     -- free what the process held before anything else allocates
     stats.heap_kills = stats.heap_kills + 1
     msg = "heap limit exceeded: not enough memory"
-    p.co = nil; p.env = nil; p.start = nil; co = nil
+    p.co = nil; p.env = nil; starts[p] = nil; co = nil
     collectgarbage()
   elseif reason == "instruction_budget" then
     stats.budget_kills = stats.budget_kills + 1
@@ -1635,14 +1618,15 @@ function S.run(now, budget)
     runq[rq_head] = nil
     rq_head = rq_head + 1
     p.queued = false
-    if p.status ~= "dead" then
+    if not p.dead then
       current = p
-      if p.budget then p.instr = p.instr + p.used; p.used = 0 end
+      api_calls = 0
+      budget_used = 0
       p.resumes = p.resumes + 1
       local ok, a
-      local start = p.start
+      local start = starts[p]
       if start then
-        p.start = nil
+        starts[p] = nil
         ok, a = co_resume(p.co, tunpack(start, 1, start.n))
       else
         local ra, rb = p.ra, p.rb
@@ -1650,6 +1634,7 @@ function S.run(now, budget)
         ok, a = co_resume(p.co, ra, rb)
       end
       current = nil
+      if p.budget then p.instr = p.instr + budget_used end
       if not ok or a ~= PARK then settle(p, ok, a) end
       n = n + 1
       if n >= budget then break end
@@ -1757,7 +1742,7 @@ local function proc_info(p, with_memory)
   return {
     pid = p.pid, entry = p.entry, status = p.wait and "waiting" or (p.queued and "runnable" or "running"),
     mailbox = ib and ib.n or 0, messages_in = p.n_in, messages_out = p.n_out,
-    instructions = p.instr + p.used, resumes = p.resumes, memory = mem, started_ns = p.t0,
+    instructions = p.instr or 0, resumes = p.resumes, memory = mem, started_ns = p.t0,
     trap_links = p.trap_links or false, budget = p.budget or 0,
   }
 end
@@ -1768,10 +1753,17 @@ function S.process_info(pid, with_memory)
   return proc_info(p, with_memory)
 end
 
-function S.processes(with_memory)
+-- Up to `limit` process snapshots after the process `after` (nil: from the start), and the key to
+-- continue from (nil at the end). Pages keep the garbage of one statistics() call small.
+function S.processes(with_memory, after, limit)
   local out, n = {}, 0
-  for _, p in pairs(procs) do n = n + 1; out[n] = proc_info(p, with_memory) end
-  return out
+  local k, p = next(procs, after)
+  while k ~= nil do
+    n = n + 1; out[n] = proc_info(p, with_memory)
+    if limit and n >= limit then return out, k end
+    k, p = next(procs, k)
+  end
+  return out, nil
 end
 
 function S.stats()
