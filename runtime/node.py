@@ -29,7 +29,8 @@ __all__ = ["DEFAULT_HOST", "HostStatistics", "Node", "NodeStatistics", "ProcessS
 
 DEFAULT_HOST = "app:processes"
 PYTHON_HOST = "python"
-LOG_LINES = 1000
+LOG_LINES = 1000      # lines kept per process
+MAX_LINE = 64 * 1024  # characters kept per line
 PAGE = 5000  # process snapshots converted per step of statistics()
 
 
@@ -447,6 +448,8 @@ class Node:
 
     # ------------------------------------------------------------------ host callbacks (host threads)
     def _keep(self, pid: str, line: str) -> None:
+        if len(line) > MAX_LINE:  # logs live in Python, outside the host's heap limit: bound them
+            line = line[:MAX_LINE] + f" ... ({len(line) - MAX_LINE} more characters)"
         with self._lock:
             buf = self._logs.get(pid)
             if buf is None:

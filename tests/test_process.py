@@ -452,8 +452,8 @@ def test_cross_host_spawn_monitor_link_exec(node: Node, run_lua: RunLua, child: 
       local v = process.exec("test:child", h, "value", "x")
       local n = process.with_options({}):with_name("remote"):spawn("test:child", h, "wait")
       local same = process.registry.lookup("remote") == n
-      process.send("remote", "m", "via name")
       process.monitor(n)
+      process.send("remote", "m", "via name")
       local ev3 = process.events():receive()
       return {pid:match("^{app:other|") ~= nil, ev.result.value.deep[2], ev2.kind, ev2.reason, v, same,
               ev3.result.value}

@@ -170,6 +170,7 @@ S.copy_value = copy_value
 -- cannot corrupt a channel that other processes push into (its inbox).
 -------------------------------------------------------------------------------------------------
 local CH = setmetatable({}, { __mode = "k" })
+local PRIV = setmetatable({}, { __mode = "k" })   -- handle -> private state (timers, spawners)
 
 
 local function chan_new(cap)
@@ -344,8 +345,10 @@ function CHM.receive(h)
   return co_yield(PARK)
 end
 function CHM.close(h) chan_close(chan_state(h, "close")); return true end
-function CHM.case_receive(h) return { op = "r", st = chan_state(h, "case_receive") } end
-function CHM.case_send(h, v) return { op = "s", st = chan_state(h, "case_send"), val = v } end
+-- A case names its channel by handle; select looks the state up, so a hand-made case cannot point
+-- the scheduler at forged state.
+function CHM.case_receive(h) chan_state(h, "case_receive"); return { op = "r", channel = h } end
+function CHM.case_send(h, v) chan_state(h, "case_send"); return { op = "s", channel = h, value = v } end
 function CHM.len(h) return chan_state(h, "len").n end
 function CHM.cap(h) local c = chan_state(h, "cap").cap; return c == huge and -1 or c end
 function CHM.is_closed(h) return chan_state(h, "is_closed").closed end
@@ -356,19 +359,25 @@ local function select_(cases)
   local has_default = cases.default
   if n == 0 and not has_default then error("select: no cases", 2) end
   local start = n > 1 and random(n) or 1
-  for k = 0, n - 1 do
-    local i = (start + k - 1) % n + 1
+  local states, ops, vals = {}, {}, {}
+  for i = 1, n do
     local c = cases[i]
-    if type(c) ~= "table" or (c.op ~= "r" and c.op ~= "s") then
+    local st = type(c) == "table" and CH[rawget(c, "channel")]
+    local op = st and rawget(c, "op")
+    if op ~= "r" and op ~= "s" then
       error("select: case " .. i .. " is not a case (use ch:case_receive() or ch:case_send(v))", 2)
     end
-    local st = c.st
-    if c.op == "r" then
+    states[i], ops[i], vals[i] = st, op, rawget(c, "value")
+  end
+  for k = 0, n - 1 do
+    local i = (start + k - 1) % n + 1
+    local st = states[i]
+    if ops[i] == "r" then
       local ready, v, ok = chan_poll(st)
       if ready then return { channel = st.handle, value = v, ok = ok } end
     else
       if st.closed then error("select: send on closed channel", 2) end
-      if chan_offer(st, c.val) then return { channel = st.handle, ok = true, send = true } end
+      if chan_offer(st, vals[i]) then return { channel = st.handle, ok = true, send = true } end
     end
   end
   if has_default then return { default = true } end
@@ -376,10 +385,9 @@ local function select_(cases)
   if not p then error("select: would block outside a process", 2) end
   local sel = { done = false }
   for i = 1, n do
-    local c = cases[i]
-    local st = c.st
-    local w = { p = p, sel = sel, val = c.val }
-    if c.op == "r" then
+    local st = states[i]
+    local w = { p = p, sel = sel, val = vals[i] }
+    if ops[i] == "r" then
       set_waiter(st, "rw", w)
     else
       set_waiter(st, "sw", w)
@@ -457,11 +465,11 @@ local function time_value(ns) return setmetatable({ ns = ns }, TIME_MT) end
 -- nanoseconds. Returns ns or nil, err.
 local function parse_duration(d)
   local td = type(d)
+  if td == "table" and getmt(d) == DUR_MT then d = rawget(d, "ns"); td = type(d) end
   if td == "number" then
-    if d ~= d or d < 0 then return nil, "invalid duration " .. tostring(d) end
+    if d ~= d or d < 0 or d == huge then return nil, "invalid duration " .. tostring(d) end
     return d
   end
-  if td == "table" and getmetatable(d) == "duration" then return d.ns end
   if td ~= "string" then return nil, "invalid duration: expected a string like '150ms', got " .. td end
   if d == "0" then return 0 end
   local total, pos, len = 0, 1, #d
@@ -493,7 +501,7 @@ DUR_MT.__tostring = function(d) return sfmt("%gs", d.ns / 1e9) end
 function TIMEM.unix(t) return t.ns // 1000000000 end
 function TIMEM.unix_nano(t) return t.ns end
 function TIMEM.sub(t, u)
-  if type(u) ~= "table" or getmetatable(u) ~= "time" then error("sub: expected a Time", 2) end
+  if type(u) ~= "table" or getmt(u) ~= TIME_MT then error("sub: expected a Time", 2) end
   return duration(t.ns - u.ns)
 end
 function TIMEM.add(t, d) return time_value(t.ns + floor(need_duration(d, "add"))) end
@@ -556,6 +564,8 @@ local function finish(p, reason, result)
   remember_exit(p.pid, reason == "error" and ("error: " .. smatch(result.error or "", "^[^\n]*"))
     or reason)
   if p.named then py.release_names(p.pid) end
+  -- the node records the exit before any watcher hears of it (a watcher may ask the node at once)
+  py.exited(p.pid, reason, result.error)
   if p.inbox then chan_close(p.inbox) end
   local mons = p.monitors
   if mons then
@@ -586,7 +596,6 @@ local function finish(p, reason, result)
       end
     end
   end
-  py.exited(p.pid, reason, p.result.error)
   -- drop the coroutine without closing it: a killed process runs none of its code again (its
   -- <close> handlers would otherwise run inside whichever process killed it)
   p.co = nil; p.env = nil; starts[p] = nil; p.monitors = nil; p.links = nil
@@ -726,6 +735,9 @@ end
 -- Sandboxed replacements for the functions that could let a process escape or outlive a kill
 -------------------------------------------------------------------------------------------------
 local PROTECTED = setmetatable({}, { __mode = "k" })   -- tables no process may rawset into
+local SB = {}   -- the sandboxed functions, by the name a process sees them under
+
+do   -- (a block: its locals end here; the main chunk is near Lua's limit of 200 locals)
 
 local function rethrow_kill(ok, ...)
   if not ok then
@@ -739,7 +751,16 @@ local function rethrow_kill(ok, ...)
 end
 
 local function sb_pcall(f, ...) return rethrow_kill(pcall(f, ...)) end
-local function sb_xpcall(f, h, ...) return rethrow_kill(xpcall(f, h, ...)) end
+local function sb_xpcall(f, h, ...)
+  -- Lua calls the handler from inside the count hook, where hooks are off: once the process is
+  -- being killed, the handler must not run at all
+  local function handler(e)
+    local p = current
+    if p and p.kill then return e end
+    return h(e)
+  end
+  return rethrow_kill(xpcall(f, handler, ...))
+end
 
 local function sb_rawset(t, k, v)
   if PROTECTED[t] then error("attempt to modify a read-only table", 2) end
@@ -751,12 +772,16 @@ end
 
 local function sb_setmetatable(t, mt)
   if PROTECTED[t] then error("attempt to modify a read-only table", 2) end
+  if type(mt) == "table" and rawget(mt, "__gc") ~= nil then
+    error("setmetatable: __gc metamethods are not allowed in a process (a finalizer would run " ..
+      "inside another process); close resources explicitly or with <close>", 2)
+  end
   return setmetatable(t, mt)
 end
 
 -- resume a user coroutine, passing parks of the process through to the scheduler
 local function pass_parks(co, ok, a, ...)
-  while ok and a == PARK do
+  while ok and rawequal(a, PARK) do
     return pass_parks(co, co_resume(co, park()))
   end
   return ok, a, ...
@@ -832,13 +857,21 @@ local function sb_print(...)
   py.print(p and p.pid or HOST, tconcat(parts, "\t"))
 end
 
+SB.pcall, SB.xpcall, SB.rawset, SB.setmetatable, SB.print, SB.tostring = sb_pcall, sb_xpcall, sb_rawset,
+  sb_setmetatable, sb_print, sb_tostring
+SB.load, SB.collectgarbage = sb_load, sb_collectgarbage
+SB.create, SB.resume, SB.wrap, SB.yield = sb_create, sb_resume, sb_wrap, sb_yield
+end
+
 -- A read-only view of a shared table: reads go through, writes fail, pairs() iterates the original.
 local function readonly(t, name)
   local proxy = setmetatable({}, {
     __index = t,
     __newindex = function(_, k) error("attempt to modify read-only table '" .. name .. "' (field '" ..
       tostring(k) .. "')", 2) end,
-    __pairs = function() return next, t, nil end,
+    __pairs = function(self)
+      return function(_, k) return next(t, k) end, self, nil   -- never hand out `t` itself
+    end,
     __len = function() return #t end,
     __metatable = false,
   })
@@ -1177,7 +1210,16 @@ SPAWNER_MT.__index = SPM; SPAWNER_MT.__metatable = "spawner"
 local SPAWN_OPTS = { trap_links = true, upgradable = true, instruction_budget = true, cancel_grace = true,
                      workflow_id = true }
 
-local function spawner(o) return setmetatable({ o = o }, SPAWNER_MT) end
+local function spawner(o)
+  local h = setmetatable({}, SPAWNER_MT)
+  PRIV[h] = o
+  return h
+end
+local function opts_of(s)
+  local o = PRIV[s]
+  if not o then error("expected a spawner (process.with_options(...))", 3) end
+  return o
+end
 local function clone(o)
   local n = {}
   for k, v in pairs(o) do n[k] = v end
@@ -1198,7 +1240,7 @@ function P.with_context(t)
 end
 function SPM.with_options(s, t)
   if type(t) ~= "table" then error("with_options: expected a table", 2) end
-  local o = clone(s.o)
+  local o = clone(opts_of(s))
   for k, v in pairs(t) do
     if not SPAWN_OPTS[k] then
       error("with_options: unknown option '" .. tostring(k) ..
@@ -1209,7 +1251,7 @@ function SPM.with_options(s, t)
   return spawner(o)
 end
 function SPM.with_context(s, t)
-  local o = clone(s.o)
+  local o = clone(opts_of(s))
   local c, err = copy_value(t)
   if err then error("with_context: " .. err, 2) end
   o.context = c
@@ -1217,7 +1259,7 @@ function SPM.with_context(s, t)
 end
 function SPM.with_name(s, name)
   if type(name) ~= "string" or name == "" then error("with_name: name must be a non-empty string", 2) end
-  local o = clone(s.o); o.name = name
+  local o = clone(opts_of(s)); o.name = name
   return spawner(o)
 end
 function SPM.with_message(s, topic, ...)
@@ -1226,7 +1268,7 @@ function SPM.with_message(s, topic, ...)
   if select("#", ...) > 1 then payload = { ... } end
   local c, err = copy_value(payload)
   if err then error("with_message: " .. err, 2) end
-  local o = clone(s.o)
+  local o = clone(opts_of(s))
   local ms = o.messages or {}
   ms[#ms + 1] = { topic, c }
   o.messages = ms
@@ -1234,7 +1276,7 @@ function SPM.with_message(s, topic, ...)
 end
 local function with_flags(s, link, monitor)
   local p = cur("spawn")
-  local o = clone(s.o)
+  local o = clone(opts_of(s))
   if link then o.link = p.pid end
   if monitor then o.monitor = p.pid end
   return o
@@ -1245,7 +1287,7 @@ function SPM.spawn_linked(s, id, host, ...) return spawn_with(with_flags(s, true
 function SPM.spawn_linked_monitored(s, id, host, ...)
   return spawn_with(with_flags(s, true, true), id, host, ...)
 end
-function SPM.exec(s, id, host, ...) return exec_with(clone(s.o), id, host, ...) end
+function SPM.exec(s, id, host, ...) return exec_with(clone(opts_of(s)), id, host, ...) end
 
 P.event = readonly({ EXIT = EXIT, CANCEL = CANCEL, LINK_DOWN = LINK_DOWN, OUTDATED = OUTDATED },
   "process.event")
@@ -1281,20 +1323,31 @@ function TIME.after(d)
   timer_add(mono() + ns / 1e9, fire_chan, st)
   return st.handle
 end
+-- Timer and ticker objects are empty handles; their state (channel, heap entry, whose `fire`
+-- runs on the host thread) lives in PRIV, out of the process's reach.
 local TIMER_MT, TIMERM = {}, {}
 TIMER_MT.__index = TIMERM; TIMER_MT.__metatable = "timer"
+local function priv(h, what)
+  local t = PRIV[h]
+  if not t then error(what .. ": expected a timer or ticker", 3) end
+  return t
+end
 function TIME.timer(d)
   local ns = need_duration(d, "time.timer")
   local st = chan_new(1)
-  return setmetatable({ st = st, e = timer_add(mono() + ns / 1e9, fire_chan, st) }, TIMER_MT)
+  local h = setmetatable({}, TIMER_MT)
+  PRIV[h] = { st = st, e = timer_add(mono() + ns / 1e9, fire_chan, st) }
+  return h
 end
-function TIMERM.channel(t) return t.st.handle end
-function TIMERM.stop(t)
+function TIMERM.channel(h) return priv(h, "channel").st.handle end
+function TIMERM.stop(h)
+  local t = priv(h, "stop")
   local active = not t.e.off
   t.e.off = true
   return active
 end
-function TIMERM.reset(t, d)
+function TIMERM.reset(h, d)
+  local t = priv(h, "reset")
   local ns = need_duration(d, "timer:reset")
   local active = not t.e.off
   t.e.off = true
@@ -1309,6 +1362,8 @@ function TIME.ticker(d)
   local period = ns / 1e9
   local st = chan_new(1)
   local tk = { st = st, stopped = false }
+  local h = setmetatable({}, TICKER_MT)
+  PRIV[h] = tk
   local function tick(e, now)
     if tk.stopped then return end
     chan_offer(st, time_value(now_ns()))   -- a full channel drops the tick, as Go's ticker does
@@ -1317,10 +1372,10 @@ function TIME.ticker(d)
     tk.e = timer_add(nxt, tick, nil)
   end
   tk.e = timer_add(mono() + period, tick, nil)
-  return setmetatable(tk, TICKER_MT)
+  return h
 end
-function TICKERM.channel(t) return t.st.handle end
-function TICKERM.stop(t) t.stopped = true; t.e.off = true; return true end
+function TICKERM.channel(h) return priv(h, "channel").st.handle end
+function TICKERM.stop(h) local t = priv(h, "stop"); t.stopped = true; t.e.off = true; return true end
 function TIME.parse_duration(d)
   local ns, err = parse_duration(d)
   if not ns then return nil, err end
@@ -1386,7 +1441,7 @@ local function safe_os()
 end
 
 local SB_COROUTINE = {
-  create = sb_create, resume = sb_resume, wrap = sb_wrap, yield = sb_yield,
+  create = SB.create, resume = SB.resume, wrap = SB.wrap, yield = SB.yield,
   status = co_status, running = co_running, isyieldable = co_isyieldable, close = co_close,
 }
 
@@ -1401,8 +1456,11 @@ local MODULES = {
 local CORE = { "process", "channel", "time", "json", "logger", "ctx" }
 S.MODULES = MODULES   -- later layers (registry, funcs) add theirs here
 
+local SAFE_STRING = {}
+for k, v in pairs(string) do if k ~= "dump" then SAFE_STRING[k] = v end end
+
 local SHARED = {
-  string = readonly(string, "string"), table = readonly(table, "table"),
+  string = readonly(SAFE_STRING, "string"), table = readonly(table, "table"),
   math = readonly(math, "math"), utf8 = readonly(utf8, "utf8"),
   coroutine = readonly(SB_COROUTINE, "coroutine"), os = readonly(safe_os(), "os"),
 }
@@ -1416,10 +1474,10 @@ STRING_MT.__metatable = "string"
 local function make_base(modules)
   local base = {
     assert = assert, error = error, ipairs = ipairs, next = next, pairs = pairs,
-    pcall = sb_pcall, xpcall = sb_xpcall, print = sb_print, rawequal = rawequal, rawget = rawget,
-    rawlen = rawlen, rawset = sb_rawset, select = select, setmetatable = sb_setmetatable,
-    getmetatable = getmetatable, tonumber = tonumber, tostring = sb_tostring, type = type,
-    unpack = tunpack, load = sb_load, collectgarbage = sb_collectgarbage, _VERSION = _VERSION,
+    pcall = SB.pcall, xpcall = SB.xpcall, print = SB.print, rawequal = rawequal, rawget = rawget,
+    rawlen = rawlen, rawset = SB.rawset, select = select, setmetatable = SB.setmetatable,
+    getmetatable = getmetatable, tonumber = tonumber, tostring = SB.tostring, type = type,
+    unpack = tunpack, load = SB.load, collectgarbage = SB.collectgarbage, _VERSION = _VERSION,
   }
   for k, v in pairs(SHARED) do base[k] = v end
   local granted = {}
@@ -1564,10 +1622,17 @@ end
 -------------------------------------------------------------------------------------------------
 -- The run loop
 -------------------------------------------------------------------------------------------------
+-- Runs on the host thread outside any process, unhooked: it must not call the error object's
+-- metamethods (a __tostring that loops would hang the host).
 local function error_text(e)
-  if type(e) == "string" then return e end
-  local ok, s = pcall(tostring, e)
-  return ok and s or ("(error object of type " .. type(e) .. ")")
+  local te = type(e)
+  if te == "string" then return e end
+  if te == "number" or te == "boolean" or te == "nil" then return tostring(e) end
+  if te == "table" then
+    local m = rawget(e, "message") or rawget(e, "error") or rawget(e, 1)
+    if type(m) == "string" then return m end
+  end
+  return "(error object is a " .. te .. " value)"
 end
 
 local HEAP_SOFT = (config.heap_limit or 0) - 1048576
@@ -1578,9 +1643,15 @@ local function settle(p, ok, a)
   if collectgarbage("count") * 1024 > HEAP_SOFT then py.headroom() end
   local co = p.co
   if ok then
-    if a == PARK then return end
+    if rawequal(a, PARK) then return end
     p.co_done = true
-    finish(p, p.cancelling and "cancelled" or "normal", { value = a })
+    local v, err = copy_value(a)
+    if err then
+      finish(p, "error", { error = "the process returned a value that cannot be sent to its watchers: " ..
+        err .. " (return plain data)" })
+      return
+    end
+    finish(p, p.cancelling and "cancelled" or "normal", { value = v })
     return
   end
   p.co_done = true
@@ -1635,7 +1706,7 @@ function S.run(now, budget)
       end
       current = nil
       if p.budget then p.instr = p.instr + budget_used end
-      if not ok or a ~= PARK then settle(p, ok, a) end
+      if not ok or not rawequal(a, PARK) then settle(p, ok, a) end
       n = n + 1
       if n >= budget then break end
     end
