@@ -77,8 +77,8 @@ def from_lua(value: Any, _depth: int = 0, _path: str = "$") -> Any:
     for k, v in items:
         if isinstance(k, bytes):
             k = _decode(k)
-        elif not isinstance(k, (int, float, bool, str)):
-            raise PayloadError(f"payload cannot be copied: {_path} has a {_lua_type(k)} key")
+        elif isinstance(k, bool) or not isinstance(k, (int, float, str)):
+            raise PayloadError(f"payload cannot be copied: {_path} has a {_lua_type(k) or type(k).__name__} key")
         out[k] = from_lua(v, _depth + 1, f"{_path}{_key_path(k)}")
     return out
 
@@ -119,9 +119,18 @@ def to_lua(lua: Any, value: Any, _depth: int = 0, _path: str = "$") -> Any:
     )
 
 
+INT64 = (-(2**63), 2**63 - 1)
+
+
 def check_plain(value: Any, _depth: int = 0, _path: str = "$") -> None:
     """Raise :class:`PayloadError` if ``value`` is not plain data; any thread (touches no Lua state)."""
-    if value is None or isinstance(value, (bool, int, float, str, bytes)):
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not INT64[0] <= value <= INT64[1]:
+            raise PayloadError(
+                f"payload cannot be copied: {_path} is an integer outside Lua's 64-bit range ({value})"
+            )
+        return
+    if value is None or isinstance(value, (bool, float, str, bytes)):
         return
     if _depth >= MAX_DEPTH:
         raise PayloadError(f"payload cannot be copied: {_path} is nested deeper than {MAX_DEPTH}")
@@ -131,9 +140,10 @@ def check_plain(value: Any, _depth: int = 0, _path: str = "$") -> None:
         return
     if isinstance(value, dict):
         for k, v in value.items():
-            if not isinstance(k, (str, int, float, bool, bytes)):
+            if isinstance(k, bool) or not isinstance(k, (str, int, float, bytes)):
                 raise PayloadError(
-                    f"payload cannot be copied: {_path} has a key of type {type(k).__name__}"
+                    f"payload cannot be copied: {_path} has a key of type {type(k).__name__} "
+                    "(keys are strings or numbers)"
                 )
             check_plain(v, _depth + 1, f"{_path}{_key_path(k)}")
         return

@@ -105,8 +105,8 @@ function copy(v, depth)
   local out = { _1 = nil, _2 = nil, _3 = nil, _4 = nil }
   for k, x in next, v do
     local tk = type(k)
-    if tk ~= "string" and tk ~= "number" and tk ~= "boolean" then
-      return nil, " (a " .. tk .. " used as a key)"
+    if tk ~= "string" and tk ~= "number" then
+      return nil, " (a " .. tk .. " used as a key)"   -- keys are strings or numbers
     end
     local tx = type(x)
     if tx == "table" then
@@ -484,7 +484,7 @@ local function parse_duration(d)
     total = total + tonumber(num) * mul
     pos = nxt
   end
-  return total
+  return floor(total)   -- whole nanoseconds, as Go's durations
 end
 S.parse_duration = parse_duration
 
@@ -901,17 +901,22 @@ function P.pid() return cur("pid").pid end
 local function spawn_with(opts, id, host, ...)
   local p = current
   if type(id) ~= "string" then return nil, "spawn: entry ID must be a string, got " .. type(id) end
-  if host == nil or host == HOST then
-    return spawn_local(nil, id, opts, ...)
+  if host ~= nil and type(host) ~= "string" then
+    return nil, "spawn: host must be a string, got " .. type(host)
   end
-  if type(host) ~= "string" then return nil, "spawn: host must be a string, got " .. type(host) end
+  -- arguments are a payload: copied, on this host as on any other
   local args = tpack(...)
   for i = 1, args.n do
-    if type(args[i]) == "table" then
-      local c, err = copy_value(args[i])
+    local a = args[i]
+    local ta = type(a)
+    if ta == "table" or ta == "function" or ta == "thread" or ta == "userdata" then
+      local c, err = copy_value(a)
       if err then return nil, "spawn: argument " .. i .. ": " .. err end
       args[i] = c
     end
+  end
+  if host == nil or host == HOST then
+    return spawn_local(nil, id, opts, tunpack(args, 1, args.n))
   end
   local pid, err = py.spawn_remote(host, id, opts, args)
   if not pid then return nil, err end
@@ -1368,7 +1373,9 @@ function TIME.ticker(d)
     if tk.stopped then return end
     chan_offer(st, time_value(now_ns()))   -- a full channel drops the tick, as Go's ticker does
     local nxt = e.t + period
-    if nxt <= now then nxt = now + period end
+    if nxt <= now then   -- late: skip the missed ticks but keep the phase, as Go's ticker does
+      nxt = e.t + period * (floor((now - e.t) / period) + 1)
+    end
     tk.e = timer_add(nxt, tick, nil)
   end
   tk.e = timer_add(mono() + period, tick, nil)
