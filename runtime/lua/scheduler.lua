@@ -44,6 +44,7 @@ local PARK = setmetatable({}, { __metatable = false, __tostring = function() ret
 -------------------------------------------------------------------------------------------------
 local procs = {}                         -- pid -> process record (never handed to Lua user code)
 local starts = {}                        -- process record -> arguments of its first resume
+local step_now = 0                       -- the monotonic time Python passed to this run step
 local nprocs = 0
 local runq, rq_head, rq_tail = {}, 1, 0
 local current = nil                      -- the process whose coroutine is running now
@@ -1583,8 +1584,10 @@ function spawn_local(pid, id, opts, ...)
   env._G = env
   local co = co_create(proc_main)
   -- keep the record small: fields that most processes never need are added when first used
-  local p = { pid = pid, co = co, env = env, entry = id, n_in = 0, n_out = 0, resumes = 0, t0 = 0 }
-  starts[p] = tpack(e, env, ...)
+  local p = { pid = pid, co = co, env = env, entry = id, n_in = 0, n_out = 0, resumes = 0, t0 = step_now }
+  -- what the first resume passes: the compiled entry alone (the common case, no allocation), or
+  -- the entry and the arguments
+  if select("#", ...) == 0 then starts[p] = e else starts[p] = tpack(e, env, ...) end
   local budget = HOST_BUDGET
   if opts then
     if opts.instruction_budget ~= nil then
@@ -1597,7 +1600,6 @@ function spawn_local(pid, id, opts, ...)
     if opts.context then p.context = opts.context end
   end
   if budget then p.budget = budget; p.instr = 0; sethook(co, hook, "", HOOK_CHUNK) end
-  p.t0 = now_ns()
   if opts and opts.name then
     local ok, nerr = py.register_name(opts.name, pid)
     if not ok then return nil, "spawn: " .. nerr end
@@ -1689,6 +1691,7 @@ end
 -- Run until the run queue is empty or `budget` resumes were made. Returns (more_work, next_deadline)
 -- with next_deadline = -1 when no timer is pending.
 function S.run(now, budget)
+  step_now = now
   run_timers(now)
   local n = 0
   while rq_head <= rq_tail do
@@ -1705,7 +1708,8 @@ function S.run(now, budget)
       local start = starts[p]
       if start then
         starts[p] = nil
-        ok, a = co_resume(p.co, tunpack(start, 1, start.n))
+        if start.factory then ok, a = co_resume(p.co, start, p.env)
+        else ok, a = co_resume(p.co, tunpack(start, 1, start.n)) end
       else
         local ra, rb = p.ra, p.rb
         p.ra, p.rb = nil, nil
@@ -1809,7 +1813,7 @@ local function footprint(v, seen, cap)
   return size
 end
 
-local function proc_info(p, with_memory)
+local function proc_info(p, with_memory, now)
   local ib = p.inbox
   local mem = nil
   if with_memory then
@@ -1820,7 +1824,7 @@ local function proc_info(p, with_memory)
   return {
     pid = p.pid, entry = p.entry, status = p.wait and "waiting" or (p.queued and "runnable" or "running"),
     mailbox = ib and ib.n or 0, messages_in = p.n_in, messages_out = p.n_out,
-    instructions = p.instr or 0, resumes = p.resumes, memory = mem, started_ns = p.t0,
+    instructions = p.instr or 0, resumes = p.resumes, memory = mem, uptime = (now or mono()) - p.t0,
     trap_links = p.trap_links or false, budget = p.budget or 0,
   }
 end
@@ -1835,9 +1839,10 @@ end
 -- continue from (nil at the end). Pages keep the garbage of one statistics() call small.
 function S.processes(with_memory, after, limit)
   local out, n = {}, 0
+  local now = mono()
   local k, p = next(procs, after)
   while k ~= nil do
-    n = n + 1; out[n] = proc_info(p, with_memory)
+    n = n + 1; out[n] = proc_info(p, with_memory, now)
     if limit and n >= limit then return out, k end
     k, p = next(procs, k)
   end
