@@ -34,8 +34,9 @@ local CANCEL_GRACE = config.cancel_grace or 5.0
 
 local S = {}                             -- the interface Python calls
 
--- Messages, copies and waiters are short-lived garbage: the generational collector handles that
--- pattern best (measured: +8% ping-pong over incremental, see docs/performance.md)
+-- Messages, copies and waiters are short-lived garbage. The generational collector with a large minor
+-- multiplier (fewer minor collections) measured best in early runs; later full runs put it within
+-- noise of the incremental collector for messaging (docs/performance.md, "Collector mode").
 collectgarbage("generational", 100, 200)
 local PARK = setmetatable({}, { __metatable = false, __tostring = function() return "park" end })
 
