@@ -22,10 +22,12 @@ from .errors import (
 from .host import Host, HostContext, HostOptions
 from .mailbox import Event, Mailbox, Message
 from .node import DEFAULT_HOST, HostStatistics, Node, NodeStatistics, ProcessStatistics, parse_pid
+from .shell import CellResult, Shell
 from .tree import load_tree
 
 __all__ = [
     "DEFAULT_HOST",
+    "CellResult",
     "Clock",
     "Entry",
     "EntryError",
@@ -46,6 +48,7 @@ __all__ = [
     "ProcessError",
     "ProcessExited",
     "ProcessStatistics",
+    "Shell",
     "Timeout",
     "TreeError",
     "WippyError",

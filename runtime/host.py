@@ -155,6 +155,7 @@ class Host:
         self._s: Any = None
         self._stopping = False
         self.crashes = 0
+        self._reported: set[str] = set()
 
     # ---------------------------------------------------------------- any thread
     @property
@@ -287,6 +288,9 @@ class Host:
             b"remote": roomy(remote),
             b"exited": exited,
             b"headroom": lambda: room(0),
+            b"cell_begin": node._cell_begin,
+            b"cell_done": node._cell_done,
+            b"shell_poll": node._shell_poll,
         }
 
     def _room(self, extra: int) -> None:
@@ -370,8 +374,12 @@ class Host:
                 self._room(0)
                 continue
             except lua54.LuaError as exc:
+                # a bug of the scheduler itself: report it (once per message) and keep the host alive
                 self.crashes += 1
-                self.node._host_fault(self.name, f"scheduler error: {exc}")
+                message = f"scheduler error: {exc}"
+                if message not in self._reported:
+                    self._reported.add(message)
+                    self.node._host_fault(self.name, message)
                 continue
             if stop_at is not None:
                 if self._s.count() == 0:

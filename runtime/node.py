@@ -24,6 +24,7 @@ from .errors import EntryError, HostError, ProcessError, ProcessExited, Timeout
 from .host import Host, HostContext, HostOptions
 from .mailbox import Event, Mailbox, Message
 from .payload import check_plain, from_lua, to_lua
+from .shell import Shell
 
 __all__ = ["DEFAULT_HOST", "HostStatistics", "Node", "NodeStatistics", "ProcessStatistics", "parse_pid"]
 
@@ -122,6 +123,7 @@ class Node:
         self._exit_listeners: list[Callable[[str, str, str | None], None]] = []
         self.faults: list[str] = []
         self.started = False
+        self._shell: Shell | None = None
 
     # ------------------------------------------------------------------ lifecycle (any thread)
     def start(self) -> Node:
@@ -392,6 +394,25 @@ class Node:
         """Run ``fn(ctx)`` on a host's thread (its Lua state in ``ctx.lua``) and return the result."""
         return self.host(host).call(fn, timeout)
 
+    def shell(self, host: str | None = None) -> Shell:
+        """The node's shell process (created on first use): runs Lua cells, keeps their globals."""
+        with self._lock:
+            if self._shell is None:
+                self._shell = Shell(self, host or DEFAULT_HOST)
+            return self._shell
+
+    def _cell_begin(self, cell: int) -> None:
+        if self._shell is not None:
+            self._shell._cell_begin(int(cell))
+
+    def _cell_done(self, cell: int, ok: Any, kind: Any, text: Any, value: Any = None) -> None:
+        if self._shell is not None:
+            self._shell._cell_done(int(cell), bool(ok), kind, text, value)
+
+    def _shell_poll(self) -> bool:
+        shell = self._shell
+        return shell is not None and shell._poll()
+
     # ------------------------------------------------------------------ observing
     def statistics(self, memory: bool = False, processes: bool = True) -> NodeStatistics:
         """Counters per host and per process; ``memory=True`` also estimates bytes per process.
@@ -462,6 +483,9 @@ class Node:
 
     def _output(self, pid: str, text: str) -> None:
         self._keep(pid, text)
+        shell = self._shell
+        if shell is not None and pid == shell.pid and shell._output(text):
+            return  # the shell's print belongs to the cell that runs
         if self._output_sink is not None:
             self._output_sink(pid, text)
 

@@ -27,6 +27,7 @@ local HOST = config.host                 -- this host's registry ID, e.g. "app:p
 local PID_PREFIX = "{" .. HOST .. "|"
 local MEMERR = "not enough memory"       -- Lua 5.4's preallocated memory-error message
 local BUDGET_ERR = "instruction budget exceeded"
+local INTERRUPTED = "KeyboardInterrupt: the cell was interrupted"
 local HOOK_CHUNK = 1000                  -- the count hook fires every this many instructions
 local YIELD_EVERY = 4000                 -- API calls between two voluntary yields (fairness)
 local MAX_DEPTH = 64                     -- payload nesting limit
@@ -45,7 +46,7 @@ local PARK = setmetatable({}, { __metatable = false, __tostring = function() ret
 -------------------------------------------------------------------------------------------------
 local procs = {}                         -- pid -> process record (never handed to Lua user code)
 local starts = {}                        -- process record -> arguments of its first resume
-local step_now = 0                       -- the monotonic time Python passed to this run step
+local step_now = py.monotonic()          -- the monotonic time Python passed to the last run step
 local nprocs = 0
 local runq, rq_head, rq_tail = {}, 1, 0
 local current = nil                      -- the process whose coroutine is running now
@@ -79,8 +80,13 @@ local function wake(p, a, b)
 end
 
 -- Park the running process: yield to the scheduler (through any user coroutines, see sb_resume).
+-- A parked process can be resumed by an interrupt (the notebook's shell process): p.kill is then set
+-- and the park raises instead of returning.
 local function park()
-  return co_yield(PARK)
+  local a, b = co_yield(PARK)
+  local p = current
+  if p.kill then error(p.kill_msg, 0) end
+  return a, b
 end
 
 -- Counters of the running process, reset at each resume (only one process runs at a time, so
@@ -293,7 +299,9 @@ local function chan_receive(st)
   if not p then error("receive: would block outside a process", 2) end
   set_waiter(st, "rw", p)
   p.wait = st
-  return co_yield(PARK)
+  local v, ok = co_yield(PARK)
+  if p.kill then error(p.kill_msg, 0) end
+  return v, ok
 end
 
 local function chan_close(st)
@@ -344,7 +352,9 @@ function CHM.receive(h)
   if old and old ~= p and live(old, st) then error("channel is already waited on by another process", 2) end
   st.rw = p
   p.wait = st
-  return co_yield(PARK)
+  local v, ok = co_yield(PARK)
+  if p.kill then error(p.kill_msg, 0) end
+  return v, ok
 end
 function CHM.close(h) chan_close(chan_state(h, "close")); return true end
 -- A case names its channel by handle; select looks the state up, so a hand-made case cannot point
@@ -721,6 +731,15 @@ S.send_from = send_from
 local function hook()
   local p = current
   if not p then return end
+  if p.kill then   -- already being killed or interrupted: fail until the code unwinds
+    sethook(co_running(), hook, "", 1)
+    error(p.kill_msg, 0)
+  end
+  if p.shell and py.shell_poll() then   -- the notebook's shell: a kernel interrupt stops a looping cell
+    p.kill, p.kill_msg = "interrupted", INTERRUPTED
+    sethook(co_running(), hook, "", 1)
+    error(INTERRUPTED, 0)
+  end
   local u = budget_used + HOOK_CHUNK
   budget_used = u
   if u > p.budget then
@@ -1574,7 +1593,8 @@ local FMT_PID = PID_PREFIX .. "0x%05x}"
 
 -- Create a local process. pid may be given (preallocated by Python); opts as in spawn_with.
 function spawn_local(pid, id, opts, ...)
-  local e, err = entry_cached(id)
+  local e, err
+  if type(id) == "table" then e, id = id, id.id else e, err = entry_cached(id) end   -- a built-in entry
   if not e then return nil, "spawn: " .. err end
   if e.kind ~= "process.lua" and e.kind ~= "workflow.lua" then
     return nil, "spawn: entry '" .. id .. "' is a " .. tostring(e.kind) ..
@@ -1726,6 +1746,182 @@ function S.run(now, budget)
   stats.resumes = stats.resumes + n
   if rq_head > rq_tail then rq_head, rq_tail = 1, 0 end
   return rq_head <= rq_tail, hn > 0 and heap[1].t or -1
+end
+
+-------------------------------------------------------------------------------------------------
+-- The notebook's shell process: runs cells sent by Python, keeps its globals between them
+-------------------------------------------------------------------------------------------------
+do
+  -- Lua-style text of a value, nested and capped, as the shell shows a cell's result. Runs inside the
+  -- shell process (hooked), reads tables raw (no metamethods).
+  local MAX_ITEMS, MAX_DEPTH_SHOWN, MAX_CHARS = 100, 6, 8000
+  local function quote(s)
+    return '"' .. sgsub(s, '[%c"\\]', function(c)
+      local map = { ["\n"] = "\\n", ["\t"] = "\\t", ["\r"] = "\\r", ['"'] = '\\"', ["\\"] = "\\\\" }
+      return map[c] or sfmt("\\%03d", sbyte(c))
+    end) .. '"'
+  end
+  local function key_text(k)
+    if type(k) == "string" and sfind(k, "^[%a_][%w_]*$") then return k end
+    if type(k) == "string" then return "[" .. quote(k) .. "]" end
+    return "[" .. tostring(k) .. "]"
+  end
+  local inspect
+  function inspect(v, depth, out, seen)
+    local tv = type(v)
+    if tv == "string" then out[#out + 1] = quote(v); return end
+    if tv ~= "table" then
+      if tv == "number" and mtype(v) == "float" and v == floor(v) and v == v and v ~= huge and v ~= -huge then
+        out[#out + 1] = sfmt("%.1f", v)
+      else
+        out[#out + 1] = tostring(v)   -- nil, booleans, numbers, functions, threads: no metamethods
+      end
+      return
+    end
+    local mt = getmt(v)
+    if mt == CHAN_MT then out[#out + 1] = "channel"; return end
+    if mt == TIME_MT then out[#out + 1] = "time(" .. TIMEM.format(v) .. ")"; return end
+    if mt == DUR_MT then out[#out + 1] = "duration(" .. DUR_MT.__tostring(v) .. ")"; return end
+    if PROTECTED[v] then out[#out + 1] = "{...}"; return end
+    if seen[v] then out[#out + 1] = "{<cycle>}"; return end
+    if depth > MAX_DEPTH_SHOWN then out[#out + 1] = "{...}"; return end
+    seen[v] = true
+    out[#out + 1] = "{"
+    local n, count = rawlen(v), 0
+    for i = 1, n do
+      if count >= MAX_ITEMS then break end
+      if count > 0 then out[#out + 1] = ", " end
+      inspect(rawget(v, i), depth + 1, out, seen)
+      count = count + 1
+    end
+    local keys = {}
+    for k in next, v do
+      if not (mtype(k) == "integer" and k >= 1 and k <= n) then keys[#keys + 1] = k end
+    end
+    tsort(keys, function(a, b)
+      local ta, tb = type(a), type(b)
+      if ta ~= tb then return ta < tb end
+      if ta == "string" or ta == "number" then return a < b end
+      return tostring(a) < tostring(b)
+    end)
+    for _, k in ipairs(keys) do
+      if count >= MAX_ITEMS then break end
+      if count > 0 then out[#out + 1] = ", " end
+      out[#out + 1] = key_text(k) .. " = "
+      inspect(rawget(v, k), depth + 1, out, seen)
+      count = count + 1
+    end
+    local total = n + #keys
+    if count < total then out[#out + 1] = sfmt(", ... (%d more)", total - count) end
+    out[#out + 1] = "}"
+    seen[v] = nil
+  end
+  local function show(res)
+    local out = {}
+    for i = 2, res.n do
+      if i > 2 then out[#out + 1] = ", " end
+      inspect(res[i], 1, out, {})
+    end
+    local text = tconcat(out)
+    if #text > MAX_CHARS then text = text:sub(1, MAX_CHARS) .. " ... (cut at " .. MAX_CHARS .. " characters)" end
+    return text
+  end
+
+  -- Run one cell in a coroutine of its own, hooked (for interrupts) while the runner is not: after an
+  -- interrupt the hook fires on every instruction of the cell's coroutine until it is dropped, and the
+  -- runner goes on unhooked. Parks of the cell pass through the runner to the scheduler; an interrupt
+  -- that arrives while the cell is parked abandons the cell's coroutine.
+  local function run_cell(p, fn)
+    local cell = co_create(fn)
+    sethook(cell, hook, "", HOOK_CHUNK)
+    local r = tpack(co_resume(cell))
+    while r[1] and rawequal(r[2], PARK) do
+      local x, y = co_yield(PARK)
+      if p.kill then return false, INTERRUPTED end
+      r = tpack(co_resume(cell, x, y))
+    end
+    if p.kill then return false, INTERRUPTED end
+    if not r[1] then return false, traceback(cell, error_text(r[2]), 0) end
+    if co_status(cell) ~= "dead" then
+      return false, "cell: attempt to yield from outside a coroutine"
+    end
+    return true, r
+  end
+
+  local function shell_main(reqs)
+    local p = current
+    local env = p.env
+    while true do
+      local req = chan_receive(reqs)
+      while type(req) ~= "table" or rawget(req, "id") == nil do req = chan_receive(reqs) end
+      py.cell_begin(req.id)
+      local fn, err = load(req.code, "=cell", "t", env)
+      if not fn then
+        py.cell_done(req.id, false, "syntax", err)
+      else
+        local ok, res = run_cell(p, fn)
+        local why = p.kill
+        p.kill, p.kill_msg = nil, nil
+        if ok then
+          local value = nil
+          if res.n >= 2 then value = copy_value(res[2]) end
+          py.cell_done(req.id, true, res.n - 1, show(res), value)
+        elseif why == "interrupted" then
+          py.cell_done(req.id, false, "interrupted", INTERRUPTED)
+        else
+          py.cell_done(req.id, false, "error", res)
+        end
+      end
+    end
+  end
+
+  local SHELL_ENTRY = { id = "@shell", kind = "process.lua", method = "main",
+                        factory = function(env) return function() return { main = shell_main } end end }
+
+  -- Start the shell process; returns its PID. Its environment has every module.
+  function S.shell_start()
+    local all = {}
+    for name in pairs(MODULES) do all[#all + 1] = name end
+    SHELL_ENTRY.env_mt = { __index = make_base(all), __metatable = false }
+    local reqs = chan_new(huge)
+    -- the runner is unhooked (budget 0); each cell's coroutine gets the hook, with no budget to spend
+    local pid, err = spawn_local(nil, SHELL_ENTRY, { instruction_budget = 0 }, reqs)
+    if not pid then return nil, err end
+    local p = procs[pid]
+    p.shell = true
+    p.budget, p.instr = math.maxinteger, 0
+    p.shell_reqs = reqs
+    return pid
+  end
+
+  function S.shell_exec(pid, code, id)
+    local p = procs[pid]
+    if not p or not p.shell then return false end
+    chan_offer(p.shell_reqs, { code = code, id = id })
+    return true
+  end
+
+  -- Stop the running cell of a parked shell (a looping one is stopped by its hook, which polls Python).
+  function S.shell_interrupt(pid)
+    local p = procs[pid]
+    if not p or not p.shell then return false end
+    local w = p.wait
+    if w and w ~= p.shell_reqs then
+      p.kill, p.kill_msg = "interrupted", INTERRUPTED
+      if type(w) == "table" and w.done == false then w.done = true end   -- a select: retire its cases
+      wake(p, nil, nil)
+    end
+    return true
+  end
+
+  function S.shell_globals(pid)
+    local p = procs[pid]
+    if not p or not p.shell then return nil end
+    local names = {}
+    for k in next, p.env do if type(k) == "string" then names[#names + 1] = k end end
+    tsort(names)
+    return names
+  end
 end
 
 -------------------------------------------------------------------------------------------------
