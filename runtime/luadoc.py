@@ -1,0 +1,206 @@
+"""What the kernel knows about Lua code: the API's signatures and docs, completion, is_complete.
+
+Pure functions (any thread; the compile check uses a private Lua state per thread). The kernel's
+``do_complete``, ``do_inspect`` and ``do_is_complete`` call these for ``%%lua`` cells.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from .tree import compile_check
+
+__all__ = ["API", "complete", "inspect", "is_complete"]
+
+# module -> member -> (signature, one-line doc), after API.md
+API: dict[str, dict[str, tuple[str, str]]] = {
+    "process": {
+        "pid": ("process.pid() -> pid", "The PID of the calling process."),
+        "spawn": ("process.spawn(id, host?, ...) -> pid | nil, err",
+                  "Start the process.lua entry `id` on `host` (default: the caller's); extra args go to its "
+                  "entry function."),
+        "spawn_monitored": ("process.spawn_monitored(id, host?, ...) -> pid | nil, err",
+                            "Spawn and monitor atomically: an EXIT event arrives when it ends."),
+        "spawn_linked": ("process.spawn_linked(id, host?, ...) -> pid | nil, err",
+                         "Spawn and link atomically: an abnormal end of either kills the other."),
+        "spawn_linked_monitored": ("process.spawn_linked_monitored(id, host?, ...) -> pid | nil, err",
+                                   "Spawn, link and monitor atomically."),
+        "send": ("process.send(dest, topic, payload) -> true | nil, err",
+                 "Send a copy of `payload` to a PID or registered name; order is kept per sender and receiver."),
+        "monitor": ("process.monitor(dest) -> true | nil, err", "Receive an EXIT event when `dest` ends."),
+        "unmonitor": ("process.unmonitor(dest) -> true | nil, err", "Stop monitoring `dest`."),
+        "link": ("process.link(dest) -> true | nil, err",
+                 "Link: an abnormal end of either kills the other, unless it traps links."),
+        "unlink": ("process.unlink(dest) -> true | nil, err", "Remove a link."),
+        "terminate": ("process.terminate(dest) -> true | nil, err", "Kill `dest` at once (abnormal exit)."),
+        "cancel": ("process.cancel(dest, reason?) -> true | nil, err",
+                   "Ask `dest` to stop: a CANCEL event and a grace period, or at once if it never listens."),
+        "set_options": ("process.set_options{trap_links=bool, upgradable=bool} -> true | false, err",
+                        "Trap links (LINK_DOWN events instead of dying); receive OUTDATED on code changes."),
+        "get_options": ("process.get_options() -> {trap_links, upgradable}", "The process's options."),
+        "inbox": ("process.inbox() -> channel", "Every message not taken by a listen, as Message objects."),
+        "events": ("process.events() -> channel", "EXIT, LINK_DOWN, CANCEL and OUTDATED events."),
+        "listen": ("process.listen(topic_or_glob, {message=bool}?) -> channel",
+                   "Messages of one topic (or glob) as payloads, or Message objects."),
+        "unlisten": ("process.unlisten(ch) -> bool", "Stop a listen; its channel closes."),
+        "exec": ("process.exec(id, host?, ...) -> result | nil, err", "Spawn, wait for the end, return its result."),
+        "upgrade": ("process.upgrade(id?, ...)", "Continue as new code with the same PID (comes with the registry)."),
+        "with_options": ("process.with_options(t) -> spawner",
+                         "An immutable builder: :with_name, :with_message, :with_options, then :spawn*/:exec."),
+        "with_context": ("process.with_context(t) -> spawner", "A builder whose children read `ctx.get(key)`."),
+        "registry": ("process.registry", "Local names: register(name, pid?), lookup(name), unregister(name)."),
+        "event": ("process.event", "Event kinds: EXIT, CANCEL, LINK_DOWN, OUTDATED."),
+    },
+    "channel": {
+        "new": ("channel.new(size?) -> channel", "A channel; size 0 (the default) is unbuffered."),
+        "select": ("channel.select{case, ..., default=true?} -> {channel, value, ok} | {default=true}",
+                   "Wait on several cases (ch:case_receive(), ch:case_send(v)); a ready one is taken at random."),
+    },
+    "time": {
+        "sleep": ("time.sleep(d)", "Park for a duration ('150ms', '2s', nanoseconds, a Duration)."),
+        "after": ("time.after(d) -> channel", "A channel that receives the time once, after `d`."),
+        "timer": ("time.timer(d) -> timer", "A timer: :channel(), :stop(), :reset(d)."),
+        "ticker": ("time.ticker(d) -> ticker", "A ticker: :channel() receives every `d`; :stop()."),
+        "now": ("time.now() -> Time", "Now: :unix(), :unix_nano(), :sub(t) -> Duration, :format(fmt?)."),
+        "parse_duration": ("time.parse_duration(s) -> Duration | nil, err", "Parse '1h30m', '150ms'..."),
+    },
+    "json": {
+        "encode": ("json.encode(v) -> string | nil, err", "Encode plain data as JSON (keys sorted)."),
+        "decode": ("json.decode(s) -> value | nil, err", "Decode JSON; errors name the line and column."),
+    },
+    "logger": {
+        "debug": ("logger:debug(msg, fields?)", "Log at debug level (kept per process, see %logs)."),
+        "info": ("logger:info(msg, fields?)", "Log at info level."),
+        "warn": ("logger:warn(msg, fields?)", "Log at warn level."),
+        "error": ("logger:error(msg, fields?)", "Log at error level."),
+        "with": ("logger:with(fields) -> logger", "A logger that adds these fields to every line."),
+        "named": ("logger:named(name) -> logger", "A logger with a `logger` field."),
+    },
+    "ctx": {
+        "get": ("ctx.get(key) -> value", "A value of the context the spawner gave (with_context)."),
+        "all": ("ctx.all() -> table", "The whole context."),
+    },
+    "registry": {
+        "get": ("registry.get(id) -> entry | nil, err", "An entry {id, kind, meta, data}."),
+        "find": ("registry.find(filter) -> {entry...}", "Entries matching {[\".kind\"]=..., [\"meta.x\"]=...}."),
+        "snapshot": ("registry.snapshot() -> snapshot", "A consistent view: :entries(), :get(id), :changes()."),
+        "current_version": ("registry.current_version() -> version", "The registry's version."),
+        "history": ("registry.history() -> {version...}", "Past versions."),
+        "apply_version": ("registry.apply_version(v)", "Roll back or forward to version `v`."),
+    },
+    "funcs": {
+        "call": ("funcs.call(id, ...) -> results | nil, err", "Call a function.lua entry."),
+    },
+}
+
+METHODS: dict[str, tuple[str, str]] = {
+    "receive": ("ch:receive() -> value, ok", "Wait for a value; nil, false once the channel is closed."),
+    "send": ("ch:send(v)", "Send (waits while the channel is full or, unbuffered, has no receiver)."),
+    "close": ("ch:close()", "Close: receivers get nil, false after the buffered values."),
+    "case_receive": ("ch:case_receive() -> case", "A receive case for channel.select."),
+    "case_send": ("ch:case_send(v) -> case", "A send case for channel.select."),
+    "topic": ("msg:topic() -> string", "The message's topic."),
+    "from": ("msg:from() -> pid | nil", "The sender's PID."),
+    "payload": ("msg:payload():data() -> value", "The message's payload (a copy)."),
+}
+
+KEYWORDS = ["and", "break", "do", "else", "elseif", "end", "false", "for", "function", "goto", "if", "in",
+            "local", "nil", "not", "or", "repeat", "return", "then", "true", "until", "while"]
+BUILTINS = ["assert", "error", "ipairs", "next", "pairs", "pcall", "print", "rawequal", "rawget", "rawlen",
+            "rawset", "select", "setmetatable", "getmetatable", "tonumber", "tostring", "type", "xpcall",
+            "load", "require", "string", "table", "math", "utf8", "coroutine", "os", *API]
+
+_DOTTED = re.compile(r"([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)([.:])(\w*)$")
+_WORD = re.compile(r"[A-Za-z_]\w*$")
+_METHOD = re.compile(r"[\w)\]]:(\w*)$")
+_STRING_ARG = re.compile(r"""(\w+(?:[.:]\w+)*)\s*\(\s*(?:[^()"']*,\s*)?["']([^"']*)$""")
+_ID_CALLS = {"spawn", "spawn_monitored", "spawn_linked", "spawn_linked_monitored", "exec", "get", "call"}
+_DEST_CALLS = {"send", "monitor", "unmonitor", "link", "unlink", "terminate", "cancel", "lookup"}
+
+
+def complete(
+    code: str,
+    cursor: int,
+    globals_: Iterable[str] = (),
+    entry_ids: Iterable[str] = (),
+    pids: Iterable[str] = (),
+) -> tuple[list[str], int, int]:
+    """Completions at ``cursor``: ``(matches, start, end)`` as Jupyter's complete_reply wants them.
+
+    Knows module members (``process.``), globals, registry IDs inside the string argument of
+    ``spawn``/``exec``/``get``/``call``, and PIDs and names inside ``send``/``monitor``/... strings.
+    """
+    before = code[:cursor]
+    m = _STRING_ARG.search(before)
+    if m:
+        func = re.split(r"[.:]", m.group(1))[-1]
+        typed = m.group(2)
+        pool: Iterable[str] = ()
+        if func in _ID_CALLS:
+            pool = entry_ids
+        elif func in _DEST_CALLS:
+            pool = pids
+        matches = sorted(x for x in set(pool) if x.startswith(typed))
+        return matches, cursor - len(typed), cursor
+    m = _METHOD.search(before)
+    if m and not _DOTTED.search(before):
+        typed = m.group(1)
+        matches = sorted(n for n in METHODS if n.startswith(typed))
+        return matches, cursor - len(typed), cursor
+    m = _DOTTED.search(before)
+    if m:
+        base, sep, typed = m.group(1), m.group(2), m.group(3)
+        names: Iterable[str]
+        if sep == "." and base in API:
+            names = API[base]
+        elif sep == "." and base == "process.registry":
+            names = ["register", "lookup", "unregister"]
+        elif sep == "." and base == "process.event":
+            names = ["EXIT", "CANCEL", "LINK_DOWN", "OUTDATED"]
+        elif sep == ":":
+            names = list(METHODS) + (list(API["logger"]) if base == "logger" else [])
+        else:
+            names = []
+        matches = sorted(n for n in set(names) if n.startswith(typed))
+        return matches, cursor - len(typed), cursor
+    m = _WORD.search(before)
+    typed = m.group(0) if m else ""
+    pool = set(globals_) | set(KEYWORDS) | set(BUILTINS)
+    matches = sorted(n for n in pool if (n.startswith(typed) and not n.startswith("_")) or n == typed)
+    return matches, cursor - len(typed), cursor
+
+
+def inspect(code: str, cursor: int) -> tuple[str, str] | None:
+    """Signature and one-line doc of the API name under (or just before) ``cursor``, else None."""
+    start = cursor
+    while start > 0 and (code[start - 1].isalnum() or code[start - 1] in "_.:"):
+        start -= 1
+    end = cursor
+    while end < len(code) and (code[end].isalnum() or code[end] == "_"):
+        end += 1
+    name = code[start:end].strip(".:")
+    if ":" in name:
+        method = name.rsplit(":", 1)[1]
+        return METHODS.get(method) or API["logger"].get(method)
+    parts = name.split(".")
+    for i in range(len(parts), 0, -1):
+        mod = parts[0]
+        if i >= 2 and mod in API and parts[1] in API[mod]:
+            return API[mod][parts[1]]
+        if i == 1 and mod in API:
+            members = ", ".join(sorted(API[mod]))
+            return (f"{mod}", f"Module {mod}: {members}.")
+    return None
+
+
+def is_complete(code: str) -> str:
+    """``"complete"``, ``"incomplete"`` (an unfinished chunk: more lines would help) or ``"invalid"``."""
+    if not code.strip():
+        return "complete"
+    err = compile_check(code, "=cell")
+    if err is None:
+        return "complete"
+    if "<eof>" in err or "unfinished" in err:
+        return "incomplete"
+    return "invalid"
