@@ -11,11 +11,13 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m wippy.kernel install --sys-prefix
 	@touch $(STAMP)
 
 ## lab: the venv, the package, JupyterLab on notebooks/
 lab: $(STAMP)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,lab]'
+	$(PY) -m wippy.kernel install --sys-prefix
 	$(VENV)/bin/jupyter lab notebooks/
 
 ## test: lint, types, then every test

@@ -1,1 +1,41 @@
-"""wippy.magics: IPython magics for the runtime (built in the kernel issue)."""
+"""wippy.magics: IPython magics for the runtime.
+
+``%%lua`` / ``%lua`` (magics/lua.py) and ``%ps``, ``%spawn``, ``%send``, ``%kill``, ``%cancel``, ``%logs``
+(magics/process.py). The Wippy kernel loads them itself, sharing its node; in any other IPython kernel,
+``%load_ext wippy.magics`` loads them and starts a node of its own. Either way the node is
+:func:`node` here and ``node`` in the user namespace.
+
+IPython is imported lazily (in :func:`load_ipython_extension`), so importing this package stays cheap.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .current import node, set_node
+
+__all__ = ["load_ipython_extension", "node", "set_node", "unload_ipython_extension"]
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """Register the magics and the Lua error display on ``ipython``; put ``node`` in its namespace.
+
+    Runs on the thread that loads the extension (the kernel's main thread).
+    """
+    from .lua import LuaMagics, install_error_display
+    from .process import ProcessMagics
+
+    n = node()
+    # Start the shell process now, while nothing else runs: Node.shell() waits on its host while holding
+    # the node's lock, which a host thread reporting an exit or a print at that moment would also need.
+    n.shell()
+    ipython.register_magics(LuaMagics, ProcessMagics)
+    install_error_display(ipython)
+    ipython.push({"node": n})
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """Stop the node if the extension started it (``%unload_ext wippy.magics``)."""
+    from .current import stop_owned_node
+
+    stop_owned_node()

@@ -124,6 +124,7 @@ class Node:
         self.faults: list[str] = []
         self.started = False
         self._shell: Shell | None = None
+        self._shell_lock = threading.Lock()
 
     # ------------------------------------------------------------------ lifecycle (any thread)
     def start(self) -> Node:
@@ -396,7 +397,8 @@ class Node:
 
     def shell(self, host: str | None = None) -> Shell:
         """The node's shell process (created on first use): runs Lua cells, keeps their globals."""
-        with self._lock:
+        # not under self._lock: starting the shell waits on the host, whose callbacks take that lock
+        with self._shell_lock:
             if self._shell is None:
                 self._shell = Shell(self, host or DEFAULT_HOST)
             return self._shell

@@ -1974,7 +1974,7 @@ function S.control(op, target, from, a, b)
       kill(t, "link_down", "linked process failed: " .. from .. " (" .. tostring(b) .. ")")
     end
   elseif op == "terminate" then
-    kill(t, "terminated", "terminated by " .. tostring(from))
+    kill(t, "terminated", from and ("terminated by " .. from) or "terminated")
   elseif op == "cancel" then
     cancel_proc(t, from, a)
   end

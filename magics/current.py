@@ -1,0 +1,67 @@
+"""The node the magics act on: the Wippy kernel's, or one the extension starts for itself.
+
+Threads: any thread may call :func:`node` (cells run on the kernel's main thread, or on a subshell thread
+in JupyterLab 4.4+); a lock makes sure only one node is ever started. Imports no IPython.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+from pathlib import Path
+
+from wippy.runtime import Node
+
+__all__ = ["data_dir", "node", "set_node", "start_node", "stop_owned_node"]
+
+_lock = threading.Lock()
+_node: Node | None = None
+_owned = False  # True when node() started the node itself: then it is ours to stop
+
+
+def data_dir() -> Path:
+    """The node's data directory: ``WIPPY_DATA_DIR`` if set, else ``.wippy/`` in the working directory."""
+    configured = os.environ.get("WIPPY_DATA_DIR")
+    return Path(configured) if configured else Path.cwd() / ".wippy"
+
+
+def start_node() -> Node:
+    """Start a node for a notebook: its data directory created and set as ``node.data_dir``.
+
+    Background processes print into their logs (``%logs``), never into whichever cell happens to run:
+    only the shell process's output belongs to a cell (the ``%%lua`` magic routes it there).
+    """
+    path = data_dir()
+    path.mkdir(parents=True, exist_ok=True)
+    n = Node(output=None)
+    n.data_dir = path  # type: ignore[attr-defined]  # read by persistence (a later issue)
+    return n.start()
+
+
+def set_node(n: Node | None) -> None:
+    """Make ``n`` the node of the magics (the kernel calls this before loading the extension)."""
+    global _node, _owned
+    with _lock:
+        _node, _owned = n, False
+
+
+def node() -> Node:
+    """The node the magics and Python cells use; started here (and stopped at exit) if nobody set one."""
+    global _node, _owned
+    with _lock:
+        if _node is None:
+            _node, _owned = start_node(), True
+            atexit.register(stop_owned_node)
+        return _node
+
+
+def stop_owned_node() -> None:
+    """Stop the node if :func:`node` started it (a node set by the kernel is the kernel's to stop)."""
+    global _node, _owned
+    with _lock:
+        n, owned = _node, _owned
+        if owned:
+            _node, _owned = None, False
+    if owned and n is not None:
+        n.stop(grace=1.0)
