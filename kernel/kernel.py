@@ -87,6 +87,7 @@ class WippyKernel(IPythonKernel):
             globals_=_lazy(lambda: node.shell().globals()),
             entry_ids=_lazy(node.entries.ids),
             pids=_lazy(pids),
+            fields=lambda path: _lazy(lambda: node.shell().fields(path)),
         )
         return {"status": "ok", "matches": matches, "cursor_start": start + offset,
                 "cursor_end": end + offset, "metadata": {}}

@@ -7,7 +7,7 @@ Pure functions (any thread; the compile check uses a private Lua state per threa
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from .tree import compile_check
 
@@ -125,10 +125,12 @@ def complete(
     globals_: Iterable[str] = (),
     entry_ids: Iterable[str] = (),
     pids: Iterable[str] = (),
+    fields: Callable[[str], Iterable[str]] | None = None,
 ) -> tuple[list[str], int, int]:
     """Completions at ``cursor``: ``(matches, start, end)`` as Jupyter's complete_reply wants them.
 
-    Knows module members (``process.``), globals, registry IDs inside the string argument of
+    Knows module members (``process.``), globals, fields of global tables (through ``fields(path)``),
+    registry IDs inside the string argument of
     ``spawn``/``exec``/``get``/``call``, and PIDs and names inside ``send``/``monitor``/... strings.
     """
     before = code[:cursor]
@@ -160,6 +162,8 @@ def complete(
             names = ["EXIT", "CANCEL", "LINK_DOWN", "OUTDATED"]
         elif sep == ":":
             names = list(METHODS) + (list(API["logger"]) if base == "logger" else [])
+        elif fields is not None:
+            names = fields(base)   # a table among the shell's globals: its fields
         else:
             names = []
         matches = sorted(n for n in set(names) if n.startswith(typed))

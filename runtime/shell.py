@@ -173,6 +173,13 @@ class Shell:
         names = self.host.call(lambda ctx: from_lua(ctx.scheduler.shell_globals(pid)))
         return list(names) if isinstance(names, list) else []
 
+    def fields(self, path: str) -> list[str]:
+        """String keys of the table at a dotted path of the globals (``"config.db"``), for completion."""
+        pid = self.pid.encode()
+        encoded = path.encode()
+        names = self.host.call(lambda ctx: from_lua(ctx.scheduler.shell_fields(pid, encoded)))
+        return list(names) if isinstance(names, list) else []
+
     # ---------------------------------------------------------------- host thread
     def _output(self, text: str) -> bool:
         """A line the shell printed: to the running cell's queue. False when no cell runs."""

@@ -271,6 +271,8 @@ def test_completion_in_lua_cells(kernel: Kernel) -> None:
     assert code[content["cursor_start"]:content["cursor_end"]] == "spaw"
     assert "my_counter_total" in complete(kc, "%%lua\nreturn my_counter_t")["matches"]
     assert complete(kc, "%%lua\nprocess.spawn('app.compl")["matches"] == ["app.completion:worker"]
+    execute(kc, "%%lua\nsettings = {retries = 3, region = 'eu'}")
+    assert complete(kc, "%%lua\nreturn settings.re")["matches"] == ["region", "retries"]
     assert "import" in complete(kc, "impo")["matches"]  # Python cells: IPython's completer
 
 

@@ -40,6 +40,12 @@ def test_pids_and_names_inside_send_strings() -> None:
     assert at_end("process.monitor('{app", pids=pool)[0] == ["{app:processes|0x00001}"]
 
 
+def test_fields_of_global_tables() -> None:
+    """`config.` completes the fields of a global table of the shell."""
+    tables = {"config": ["db", "debug", "port"]}
+    assert at_end("config.d", fields=lambda path: tables.get(path, []))[0] == ["db", "debug"]
+
+
 def test_method_completion() -> None:
     """After a colon, channel and message methods complete."""
     assert "receive" in at_end("process.inbox():rec")[0]

@@ -32,6 +32,14 @@ def test_globals_persist_and_the_pid_stays(shell: Shell) -> None:
     assert "counter" in shell.globals()
 
 
+def test_fields_of_globals_for_completion(shell: Shell) -> None:
+    """Shell.fields gives the string keys of a global table at a dotted path; views stay closed."""
+    shell.run("config = {db = {host = 'x', port = 1}, debug = true, [1] = 'skip'}")
+    assert shell.fields("config") == ["db", "debug"]
+    assert shell.fields("config.db") == ["host", "port"]
+    assert shell.fields("missing.x") == [] and shell.fields("string") == []
+
+
 @pytest.mark.parametrize(("code", "text"), [
     ("return 40 + 2", "42"),
     ("return 1.5", "1.5"),

@@ -1914,6 +1914,22 @@ do
     return true
   end
 
+  -- String keys of the table at a dotted path of the shell's globals ("config.db"), for completion.
+  function S.shell_fields(pid, path)
+    local p = procs[pid]
+    if not p or not p.shell then return nil end
+    local t = p.env
+    for part in path:gmatch("[^.]+") do
+      if type(t) ~= "table" then return nil end
+      t = rawget(t, part)
+    end
+    if type(t) ~= "table" or PROTECTED[t] then return nil end
+    local names = {}
+    for k in next, t do if type(k) == "string" then names[#names + 1] = k end end
+    tsort(names)
+    return names
+  end
+
   function S.shell_globals(pid)
     local p = procs[pid]
     if not p or not p.shell then return nil end
