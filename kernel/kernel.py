@@ -41,7 +41,7 @@ class WippyKernel(IPythonKernel):
     """IPython plus one :class:`wippy.runtime.Node`, started with the kernel and stopped with it.
 
     The node is ``self.node``, ``wippy.magics.node()`` and ``node`` in the user namespace; its data
-    directory is ``WIPPY_DATA_DIR`` or ``.wippy/`` in the working directory (``node.data_dir``).
+    directory is ``WIPPY_DATA_DIR``, else one per notebook (``wippy.magics.current.data_dir``).
     In ``%%lua`` cells, completion, inspection and is_complete speak Lua (``wippy.runtime.luadoc``).
     """
 

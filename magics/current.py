@@ -21,9 +21,16 @@ _owned = False  # True when node() started the node itself: then it is ours to s
 
 
 def data_dir() -> Path:
-    """The node's data directory: ``WIPPY_DATA_DIR`` if set, else ``.wippy/`` in the working directory."""
+    """The node's data directory (API.md): ``WIPPY_DATA_DIR`` if set; else one per notebook,
+    ``.wippy/<notebook name>/`` in the working directory (Jupyter starts a notebook's kernel in the
+    notebook's folder and names it in ``JPY_SESSION_NAME``); else ``.wippy/`` in the working directory."""
     configured = os.environ.get("WIPPY_DATA_DIR")
-    return Path(configured) if configured else Path.cwd() / ".wippy"
+    if configured:
+        return Path(configured)
+    session = os.environ.get("JPY_SESSION_NAME")
+    if session:
+        return Path.cwd() / ".wippy" / Path(session).stem
+    return Path.cwd() / ".wippy"
 
 
 def start_node() -> Node:
@@ -34,9 +41,7 @@ def start_node() -> Node:
     """
     path = data_dir()
     path.mkdir(parents=True, exist_ok=True)
-    n = Node(output=None)
-    n.data_dir = path  # type: ignore[attr-defined]  # read by persistence (a later issue)
-    return n.start()
+    return Node(output=None, data_dir=path).start()
 
 
 def set_node(n: Node | None) -> None:

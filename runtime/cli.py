@@ -60,12 +60,11 @@ def _data_dir(arg: str | None) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     tree = Path(args.dir)
-    node = Node()
+    node = Node(data_dir=_data_dir(args.data_dir))
     try:
         node.load(tree)
     except WippyError as exc:
         return _fail(f"cannot load {tree}: {exc}")
-    data_dir = _data_dir(args.data_dir)
     try:
         node.start()
         for h in list(node.hosts.values()):
@@ -73,7 +72,6 @@ def run(args: argparse.Namespace) -> int:
                 h.start()
     except WippyError as exc:
         return _fail(str(exc))
-    node.data_dir = data_dir  # type: ignore[attr-defined]
 
     stop = threading.Event()
     interrupted = {"n": 0}

@@ -105,8 +105,11 @@ class Node:
         clock: Clock | None = None,
         output: Callable[[str, str], None] | None = _default_output,
         host_options: HostOptions | None = None,
+        data_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.clock = clock or Clock()
+        #: where the node keeps its store (registry versions, journals: later issues); None = nowhere
+        self.data_dir: Path | None = Path(data_dir) if data_dir is not None else None
         self.entries = EntryTable()
         self.entries.subscribe(self._entries_changed)
         self.hosts: dict[str, Host] = {}

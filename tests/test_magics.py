@@ -93,7 +93,8 @@ def test_node_is_in_the_namespace_and_has_its_data_dir(ip: InteractiveShell, nod
     """`node` in cells is the node of the magics; its data directory is WIPPY_DATA_DIR, created."""
     assert ip.user_ns["node"] is node
     assert node.started
-    data_dir = Path(node.data_dir)  # type: ignore[attr-defined]
+    assert node.data_dir is not None
+    data_dir = Path(node.data_dir)
     assert data_dir.is_dir() and data_dir.name.startswith("wippy-data")
 
 
@@ -351,3 +352,17 @@ def test_logs_bad_input(ip: InteractiveShell, capsys: pytest.CaptureFixture[str]
         "%logs: no process {app:processes|0xffffe} is known; %ps lists the running processes")
     assert "no process is registered as 'ghost'" in usage_error(ip, "%logs ghost", capsys)
     assert "argument --tail: invalid int value: 'x'" in usage_error(ip, "%logs --tail x", capsys)
+
+
+def test_data_dir_follows_api_md(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """WIPPY_DATA_DIR wins; else one directory per notebook (JPY_SESSION_NAME); else .wippy/."""
+    from wippy.magics.current import data_dir
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WIPPY_DATA_DIR", str(tmp_path / "explicit"))
+    assert data_dir() == tmp_path / "explicit"
+    monkeypatch.delenv("WIPPY_DATA_DIR")
+    monkeypatch.setenv("JPY_SESSION_NAME", "notebooks/01-actors.ipynb")
+    assert data_dir() == tmp_path / ".wippy" / "01-actors"
+    monkeypatch.delenv("JPY_SESSION_NAME")
+    assert data_dir() == tmp_path / ".wippy"
