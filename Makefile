@@ -20,13 +20,15 @@ lab: $(STAMP)
 	$(PY) -m wippy.kernel install --sys-prefix
 	$(VENV)/bin/jupyter lab notebooks/
 
-## test: lint, types, then every test
+## test: lint, types, then every test, then the notebooks run under nbval against their saved outputs
 test: $(STAMP) lint typecheck
 	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --nbval notebooks/ --nbval-kernel-name wippy
 
 ## check: the quick inner loop (no slow tests, stop at the first failure)
 check: $(STAMP) lint typecheck
 	$(PY) -m pytest -m "not slow" -x -q $(PYTEST_ARGS)
+	$(PY) -m pytest --nbval notebooks/ --nbval-kernel-name wippy -x -q
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

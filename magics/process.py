@@ -83,6 +83,16 @@ class ProcessTable:
         return f'<table class="wippy-ps"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
+class Pid(str):
+    """A PID returned by ``%spawn``: a plain string, shown bare (not quoted) as a cell's result."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(str(self))
+
+
 def _running_pid(n: Node, dest: str, magic: str) -> str:
     """The PID of ``dest`` (a PID or a registered name) if that process runs; else a UsageError."""
     try:
@@ -120,7 +130,7 @@ class ProcessMagics(Magics):
     @argument("host", metavar="HOST", nargs="?", default=None, help="the host to start it on (default app:processes)")
     @line_magic
     def spawn(self, line: str) -> str:
-        """Start a process: ``%spawn ID [HOST] [JSON]``; prints and returns its PID.
+        """Start a process: ``%spawn ID [HOST] [JSON]``; returns its PID (shown once, as the result).
 
         JSON is the argument list of the entry function (a JSON array), or its one argument (any other
         JSON value): ``%spawn app:worker [1, "two"]``, ``%spawn app:worker {"n": 3}``.
@@ -142,8 +152,7 @@ class ProcessMagics(Magics):
             raise UsageError(f"%spawn: {exc} (define it with %%lua --entry {args.id})") from None
         except WippyError as exc:
             raise UsageError(f"%spawn: {exc}") from None
-        print(pid)
-        return pid
+        return Pid(pid)
 
     @magic_arguments()
     @argument("dest", metavar="DEST", help="a PID or a registered name")
@@ -213,6 +222,7 @@ class ProcessMagics(Magics):
                 raise UsageError(f"%logs: {exc}; %ps lists the running processes") from None
             if not known:
                 raise UsageError(f"%logs: no process {pid} is known; %ps lists the running processes")
+        # (a name is released when its process ends: %logs NAME then fails; its PID still works)
         if args.tail is not None:
             lines = lines[-args.tail:] if args.tail > 0 else []
         if lines:
