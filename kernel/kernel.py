@@ -106,6 +106,10 @@ class WippyKernel(IPythonKernel):
         return {"status": "ok", "found": True, "metadata": {},
                 "data": {"text/plain": f"{signature}\n\n{doc}", "text/markdown": f"`{signature}`\n\n{doc}"}}
 
+    async def do_history(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """IPython's history, as a coroutine (IPythonKernel's is plain; ipykernel 7 warns about that)."""
+        return await _result(super().do_history(*args, **kwargs))  # type: ignore[no-any-return]
+
     async def do_is_complete(self, code: str) -> dict[str, Any]:
         """Lua cells are complete when they compile (a console then runs them); IPython's rule elsewhere."""
         lua = self.lua_source(code)
@@ -135,20 +139,19 @@ class WippyLuaKernel(WippyKernel):
             return code, 0
         return super().lua_source(code)
 
-    async def do_execute(
-        self,
-        code: str,
-        silent: bool,
-        store_history: bool = True,
-        user_expressions: dict[str, Any] | None = None,
-        allow_stdin: bool = False,
-        *,
-        cell_meta: dict[str, Any] | None = None,
-        cell_id: str | None = None,
-    ) -> dict[str, Any]:
-        """Run a Lua cell through the same ``%%lua`` path as the Python kernel (main thread)."""
-        if code.strip() and not code.lstrip().startswith("%"):
-            code = "%%lua\n" + code
-        return await super().do_execute(  # type: ignore[no-any-return]
-            code, silent, store_history, user_expressions, allow_stdin, cell_meta=cell_meta, cell_id=cell_id
-        )
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # first, before IPython's own cleanups (which would dedent the Lua or strip prompt-like text)
+        self.shell.input_transformers_cleanup.insert(0, _as_lua_cell)
+
+
+def _as_lua_cell(lines: list[str]) -> list[str]:
+    """A Lua-kernel cell as IPython runs it: a ``%%lua`` cell, unless it starts with ``%``.
+
+    An input transformer rather than a rewrite in ``do_execute``, so the history keeps what the user
+    typed; the Lua line numbers are unchanged (``%%lua`` is not counted).
+    """
+    code = "".join(lines)
+    if code.strip() and not code.lstrip().startswith("%"):
+        return ["%%lua\n", *lines]
+    return lines
