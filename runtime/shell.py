@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .errors import LuaError, ProcessError, Timeout
+from .host import _pair, _s
 from .payload import from_lua
 
 if TYPE_CHECKING:
@@ -211,13 +212,5 @@ class Shell:
         return self._interrupt.is_set()
 
 
-def _pair(r: Any) -> tuple[Any, Any]:
-    if isinstance(r, tuple):
-        return (r[0], r[1] if len(r) > 1 else None)
-    return r, None
-
-
 def _text(b: Any) -> str:
-    if isinstance(b, bytes):
-        return b.decode("utf-8", "replace")
-    return "" if b is None else str(b)
+    return "" if b is None else _s(b)
