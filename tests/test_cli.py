@@ -23,6 +23,14 @@ def wippy(*args: str, cwd: Path = ROOT, timeout: float = 30) -> subprocess.Compl
     )
 
 
+def start_cli(tree: Path, *args: str) -> subprocess.Popen[str]:
+    """`wippy run TREE ARGS` in the background, its output piped."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "wippy.runtime.cli", "run", str(tree), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
 def write_tree(root: Path, source: str) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "_index.yaml").write_text("namespace: t\nentries:\n  - name: main\n    kind: process.lua\n"
@@ -94,10 +102,7 @@ def test_print_is_flushed_as_it_happens(tmp_path: Path) -> None:
           print("second")
         end }
     """)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "wippy.runtime.cli", "run", str(tree), "--entry", "t:main"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    proc = start_cli(tree, "--entry", "t:main")
     try:
         assert proc.stdout is not None
         t0 = time.monotonic()
@@ -114,10 +119,7 @@ def test_print_is_flushed_as_it_happens(tmp_path: Path) -> None:
 def test_without_entry_runs_until_ctrl_c(tmp_path: Path) -> None:
     """Without --entry the node runs its services until SIGINT, then cancels and exits 0."""
     tree = write_tree(tmp_path / "t", "return { main = function() end }\n")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "wippy.runtime.cli", "run", str(tree)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    proc = start_cli(tree)
     try:
         assert proc.stderr is not None
         assert "Ctrl-C to stop" in proc.stderr.readline()
@@ -141,10 +143,7 @@ def test_ctrl_c_interrupts_a_running_entry(tmp_path: Path) -> None:
           return "cleaned up"
         end }
     """)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "wippy.runtime.cli", "run", str(tree), "--entry", "t:main"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    proc = start_cli(tree, "--entry", "t:main")
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline() == "ready\n"
