@@ -220,6 +220,11 @@ class Node:
         self.apply([entry])
         return entry
 
+    @property
+    def registry(self) -> EntryTable:
+        """The node's entries under API.md's name (``node.registry.get("app:x")``)."""
+        return self.entries
+
     def _entries_changed(self, ids: frozenset[str]) -> None:
         for h in list(self.hosts.values()):
             if h.running:

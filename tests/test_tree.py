@@ -112,6 +112,15 @@ def test_a_bad_tree_changes_nothing(tmp_path: Path) -> None:
     assert node.entries.ids() == before
 
 
+def test_registry_get_from_python() -> None:
+    """node.registry.get(id) gives the entry {id, kind, meta, data}, as API.md names it."""
+    node = Node(output=None)
+    node.load(EXAMPLE)
+    entry = node.registry.get("app:workers")
+    assert entry is not None and entry.kind == "process.host" and entry.data["host"] == {"instruction_budget": 0}
+    assert node.registry.get("app:none") is None
+
+
 def test_missing_tree() -> None:
     """A path that does not exist is a TreeError, not an OSError."""
     with pytest.raises(TreeError, match="no such file or directory"):
