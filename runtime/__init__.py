@@ -15,6 +15,7 @@ from .errors import (
     PayloadError,
     ProcessError,
     ProcessExited,
+    RegistryStoreError,
     Timeout,
     TreeError,
     WippyError,
@@ -22,12 +23,14 @@ from .errors import (
 from .host import Host, HostContext, HostOptions
 from .mailbox import Event, Mailbox, Message
 from .node import DEFAULT_HOST, HostStatistics, Node, NodeStatistics, ProcessStatistics, parse_pid
+from .registry import Change, Registry, Version
 from .shell import CellResult, Shell
 from .tree import load_tree
 
 __all__ = [
     "DEFAULT_HOST",
     "CellResult",
+    "Change",
     "Clock",
     "Entry",
     "EntryError",
@@ -48,9 +51,12 @@ __all__ = [
     "ProcessError",
     "ProcessExited",
     "ProcessStatistics",
+    "Registry",
+    "RegistryStoreError",
     "Shell",
     "Timeout",
     "TreeError",
+    "Version",
     "WippyError",
     "load_tree",
     "parse_pid",

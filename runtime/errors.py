@@ -5,6 +5,7 @@
     WippyError                     every error of this package
     ├── TreeError                  a YAML tree cannot be loaded (file, line, reason)
     ├── EntryError                 an entry is unknown, of the wrong kind, or invalid
+    ├── RegistryStoreError         the registry's SQLite file cannot be read or written
     ├── HostError                  an unknown host, or a host that is not running
     ├── ProcessError               a process call failed (unknown PID, spawn refused, ...)
     │   └── ProcessExited          a process awaited by exec() ended abnormally
@@ -25,6 +26,7 @@ __all__ = [
     "PayloadError",
     "ProcessError",
     "ProcessExited",
+    "RegistryStoreError",
     "Timeout",
     "TreeError",
     "WippyError",
@@ -54,6 +56,18 @@ class TreeError(WippyError):
 
 class EntryError(WippyError):
     """An entry is unknown, has the wrong kind for the call, or its fields are invalid."""
+
+
+class RegistryStoreError(WippyError):
+    """The registry's SQLite file cannot be read or written (corrupted row, not a database, a write failed).
+
+    ``path`` is the file; ``version`` the version concerned, when one is. The file is never overwritten.
+    """
+
+    def __init__(self, message: str, path: str, version: int | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.version = version
 
 
 class HostError(WippyError):

@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from .clock import Clock
-from .entries import Entry, EntryTable
+from .entries import Entry
 from .errors import EntryError, HostError, ProcessError, ProcessExited, Timeout
 from .host import Host, HostContext, HostOptions
 from .mailbox import Event, Mailbox, Message
 from .payload import check_plain, from_lua, to_lua
+from .registry import Registry
 from .shell import Shell
 
 __all__ = ["DEFAULT_HOST", "HostStatistics", "Node", "NodeStatistics", "ProcessStatistics", "parse_pid"]
@@ -110,7 +111,9 @@ class Node:
         self.clock = clock or Clock()
         #: where the node keeps its store (registry versions, journals: later issues); None = nowhere
         self.data_dir: Path | None = Path(data_dir) if data_dir is not None else None
-        self.entries = EntryTable()
+        # versioned and transactional (history, diff, apply_version); in memory until the registry
+        # issue decides how a node restores from its data directory
+        self.entries: Registry = Registry()
         self.entries.subscribe(self._entries_changed)
         self.hosts: dict[str, Host] = {}
         self._output_sink = output
@@ -221,7 +224,7 @@ class Node:
         return entry
 
     @property
-    def registry(self) -> EntryTable:
+    def registry(self) -> Registry:
         """The node's entries under API.md's name (``node.registry.get("app:x")``)."""
         return self.entries
 
