@@ -1749,6 +1749,33 @@ function S.run(now, budget)
 end
 
 -------------------------------------------------------------------------------------------------
+-- funcs: calling function.lua entries (a module granted by `modules: [funcs]`; cells have it)
+-------------------------------------------------------------------------------------------------
+do
+  local FUNCS = {}
+  local function call_results(ok, ...)
+    if ok then return ... end
+    return nil, error_text((...))
+  end
+  -- funcs.call(id, ...) runs the entry's function in the calling process (it may wait, like any
+  -- code of the process), with an environment of its own; its results, or nil, err.
+  function FUNCS.call(id, ...)
+    cur("funcs.call")
+    if type(id) ~= "string" then return nil, "funcs.call: entry ID must be a string, got " .. type(id) end
+    local e, err = entry_cached(id)
+    if not e then return nil, "funcs.call: " .. err end
+    if e.kind ~= "function.lua" then
+      return nil, "funcs.call: entry '" .. id .. "' is a " .. tostring(e.kind) ..
+        " entry; funcs.call needs a function.lua entry"
+    end
+    local env = setmetatable({}, e.env_mt)
+    env._G = env
+    return call_results(SB.pcall(function(...) return entry_function(e, env)(...) end, ...))
+  end
+  MODULES.funcs = readonly(FUNCS, "funcs")
+end
+
+-------------------------------------------------------------------------------------------------
 -- The notebook's shell process: runs cells sent by Python, keeps its globals between them
 -------------------------------------------------------------------------------------------------
 do
