@@ -7,7 +7,7 @@ Everything public is listed in ``__all__`` (checked by ``tests/test_exports.py``
 from __future__ import annotations
 
 from .clock import Clock, FakeClock
-from .entries import Entry, EntryTable
+from .entries import Entry
 from .errors import (
     EntryError,
     HostError,
@@ -34,7 +34,6 @@ __all__ = [
     "Clock",
     "Entry",
     "EntryError",
-    "EntryTable",
     "Event",
     "FakeClock",
     "Host",

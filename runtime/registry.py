@@ -1,4 +1,4 @@
-"""The versioned, transactional registry: a drop-in superset of :class:`~.entries.EntryTable`.
+"""The versioned, transactional registry (it replaced the first, unversioned entry table).
 
 Every committed transaction makes one new version that records its delta (a list of :class:`Change`),
 its time and an optional message. Any version's entries can be rebuilt (:meth:`Registry.version_entries`),
@@ -299,9 +299,8 @@ class Changes:
 class Registry:
     """The node's entries, versioned; in memory, or persisted in SQLite at ``path``. Thread-safe.
 
-    A superset of :class:`~.entries.EntryTable`: ``get``, ``require``, ``unknown_message``, ``entries``,
-    ``ids``, ``apply``, ``subscribe`` and ``version`` behave the same, except that a batch that changes
-    nothing makes no version. Opening a file restores its latest version and history; a corrupted file
+    The calls the node uses are ``get``, ``require``, ``unknown_message``, ``entries``, ``ids``,
+    ``apply``, ``subscribe`` and ``version``; a batch that changes nothing makes no version. Opening a file restores its latest version and history; a corrupted file
     raises :class:`RegistryStoreError` and is left as it is. Call :meth:`close` when done (any thread).
     """
 
@@ -411,7 +410,7 @@ class Registry:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # ------------------------------------------------------------------ EntryTable calls
+    # ------------------------------------------------------------------ the node's calls
     @property
     def version(self) -> int:
         """The current version: 0 when empty, one more with every transaction that changed something."""
@@ -452,7 +451,7 @@ class Registry:
     def apply(self, upsert: Iterable[Entry] = (), delete: Iterable[str] = (), message: str | None = None) -> int:
         """Create or update ``upsert``, then delete ``delete``, as one transaction; returns the version.
 
-        The :class:`~.entries.EntryTable` call, run on the calling thread. Every entry is checked first.
+        Runs on the calling thread. Every entry is checked first.
         """
         new = list(upsert)
         for e in new:

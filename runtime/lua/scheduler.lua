@@ -171,7 +171,6 @@ local function copy_value(v)
   if mt and VALUE_MT[mt] then setmetatable(c, mt) end
   return c
 end
-S.copy_value = copy_value
 
 -------------------------------------------------------------------------------------------------
 -- Channels (Go semantics). User code holds an empty handle; state lives in CH[handle] so a process
@@ -498,7 +497,6 @@ local function parse_duration(d)
   end
   return floor(total)   -- whole nanoseconds, as Go's durations
 end
-S.parse_duration = parse_duration
 
 local function need_duration(d, what)
   local ns, err = parse_duration(d)
@@ -567,7 +565,6 @@ local function finish(p, reason, result)
   if p.dead then return end
   p.dead = true
   delivered_dead = delivered_dead + p.n_in
-  p.reason = reason
   p.result = result
   p.wait = nil
   procs[p.pid] = nil
@@ -723,7 +720,6 @@ local function send_from(from, dest, topic, payload)
   if is_local(dest) then return nil, "send: " .. not_running(dest) end
   return py.remote("send", dest, from, topic, data)
 end
-S.send_from = send_from
 
 -------------------------------------------------------------------------------------------------
 -- The instruction budget: a count hook on every thread of a process that has a budget
@@ -899,7 +895,6 @@ local function readonly(t, name)
   PROTECTED[proxy] = true
   return proxy
 end
-S.readonly = readonly
 
 -------------------------------------------------------------------------------------------------
 -- The process API (module `process`)
@@ -1109,7 +1104,6 @@ local function cancel_proc(t, from, reason)
   end
   return true
 end
-S.cancel_proc = cancel_proc
 
 function P.cancel(dest, reason)
   local p = cur("cancel")
@@ -1582,7 +1576,6 @@ local function entry_function(e, env)
   error("entry '" .. e.id .. "': its source must return a table of functions (with '" ..
     e.method .. "') or a function, got " .. type(mod), 0)
 end
-S.entry_function = entry_function
 
 local function proc_main(e, env, ...)
   local f = entry_function(e, env)
@@ -1674,7 +1667,6 @@ local function settle(p, ok, a)
   local co = p.co
   if ok then
     if rawequal(a, PARK) then return end
-    p.co_done = true
     local v, err = copy_value(a)
     if err then
       finish(p, "error", { error = "the process returned a value that cannot be sent to its watchers: " ..
@@ -1684,7 +1676,6 @@ local function settle(p, ok, a)
     finish(p, p.cancelling and "cancelled" or "normal", { value = v })
     return
   end
-  p.co_done = true
   local reason = p.kill
   local msg
   if reason then
@@ -2102,10 +2093,6 @@ function S.delivered_total()
   return n
 end
 
-function S.exit_reason(pid) return recent_exits[pid] end
 
-S.make_base = make_base
-S.current_pid = function() return current and current.pid end
-S.MEMERR = MEMERR
 
 return S
