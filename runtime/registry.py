@@ -300,7 +300,8 @@ class Registry:
     """The node's entries, versioned; in memory, or persisted in SQLite at ``path``. Thread-safe.
 
     The calls the node uses are ``get``, ``require``, ``unknown_message``, ``entries``, ``ids``,
-    ``apply``, ``subscribe`` and ``version``; a batch that changes nothing makes no version. Opening a file restores its latest version and history; a corrupted file
+    ``apply``, ``subscribe`` and ``version``; a batch that changes nothing makes no version. Opening a
+    file restores its latest version and history; a corrupted file
     raises :class:`RegistryStoreError` and is left as it is. Call :meth:`close` when done (any thread).
     """
 
