@@ -261,6 +261,12 @@ class Host:
             except Exception as exc:
                 return None, _b(f"{_s(op)}: {exc}")
 
+        def registry(op: bytes, arg: Any) -> tuple[Any, bytes | None]:
+            try:
+                return to_lua(lua, node._registry_call(_s(op), from_lua(arg))), None
+            except Exception as exc:  # a refusal is an error value for Lua, not a crash
+                return None, _b(f"registry.{_s(op)}: {exc}")
+
         def exited(pid: bytes, reason: bytes, error: Any) -> None:
             node._on_exit(_s(pid), _s(reason), _s(error) if error is not None else None)
 
@@ -288,6 +294,7 @@ class Host:
             b"remote": roomy(remote),
             b"exited": exited,
             b"headroom": lambda: room(0),
+            b"registry": roomy(registry),
             b"cell_begin": node._cell_begin,
             b"cell_done": node._cell_done,
             b"shell_poll": node._shell_poll,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import itertools
 import os
+import re
 import sys
 import threading
 from collections.abc import Callable, Iterable
@@ -86,6 +87,42 @@ class HostStatistics:
 class NodeStatistics:
     hosts: dict[str, HostStatistics] = field(default_factory=dict)
     processes: list[ProcessStatistics] = field(default_factory=list)
+
+
+def _entry_data(e: Entry) -> dict[str, Any]:
+    """An entry as the Lua registry module hands it out: {id, kind, meta, data}."""
+    return {"id": e.id, "kind": e.kind, "meta": dict(e.meta), "data": dict(e.data)}
+
+
+def _field_matches(value: Any, wanted: Any) -> bool:
+    """API.md's filter values: ``~`` regex, ``*`` contains, ``^`` prefix, ``$`` suffix, else equality."""
+    if isinstance(wanted, str) and wanted[:1] in ("~", "*", "^", "$") and len(wanted) > 1:
+        if value is None:
+            return False
+        text, op, arg = str(value), wanted[0], wanted[1:]
+        if op == "~":
+            try:
+                return re.search(arg, text) is not None
+            except re.error as exc:
+                raise EntryError(f"registry.find: bad regular expression {arg!r}: {exc}") from None
+        return {"*": arg in text, "^": text.startswith(arg), "$": text.endswith(arg)}[op]
+    return bool(value == wanted)
+
+
+def _matches(e: Entry, flt: dict[str, Any]) -> bool:
+    """Does entry ``e`` match a registry.find filter ({".kind": ..., "meta.type": ...})?"""
+    roots = {".kind": e.kind, ".ns": e.namespace, ".name": e.name, ".id": e.id}
+    for key, wanted in flt.items():
+        value: Any
+        if key in roots:
+            value = roots[key]
+        elif isinstance(key, str) and key.startswith("meta."):
+            value = e.meta.get(key[5:])
+        else:
+            raise EntryError(f"registry.find: unknown filter key {key!r} (keys: .kind .ns .name .id meta.<field>)")
+        if not _field_matches(value, wanted):
+            return False
+    return True
 
 
 def _default_output(pid: str, text: str) -> None:
@@ -227,6 +264,26 @@ class Node:
     def registry(self) -> Registry:
         """The node's entries under API.md's name (``node.registry.get("app:x")``)."""
         return self.entries
+
+    def _registry_call(self, op: str, arg: Any) -> Any:
+        """The Lua ``registry`` module's read calls (host threads): plain data, or raises EntryError."""
+        reg = self.entries
+        if op == "get":
+            return _entry_data(reg.require(str(arg)))
+        if op == "find":
+            flt = arg if isinstance(arg, dict) else {}
+            return [_entry_data(e) for e in sorted(reg.entries(), key=lambda e: e.id) if _matches(e, flt)]
+        if op == "current_version":
+            return reg.version
+        if op == "history":
+            return [{"version": v.version, "time": v.time, "message": v.message,
+                     "changes": [{"op": o, "id": i, "kind": k} for o, i, k in v.changes]}
+                    for v in reg.history()]
+        if op == "apply_version":
+            if isinstance(arg, bool) or not isinstance(arg, int):
+                raise EntryError(f"apply_version: a version number is needed, got {arg!r}")
+            return reg.apply_version(arg)
+        raise EntryError(f"unknown registry call {op!r}")
 
     def _entries_changed(self, ids: frozenset[str]) -> None:
         for h in list(self.hosts.values()):

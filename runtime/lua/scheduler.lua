@@ -1740,6 +1740,34 @@ function S.run(now, budget)
 end
 
 -------------------------------------------------------------------------------------------------
+-- registry: reading the node's versioned entries (granted by `modules: [registry]`; cells have it).
+-- Transactions from Lua (snapshot():changes()) come with the registry issue.
+-------------------------------------------------------------------------------------------------
+do
+  local REGISTRY = {}
+  local function ask(op, arg)
+    cur("registry." .. op)
+    return py.registry(op, arg)
+  end
+  function REGISTRY.get(id)
+    if type(id) ~= "string" then return nil, "registry.get: entry ID must be a string, got " .. type(id) end
+    return ask("get", id)
+  end
+  function REGISTRY.find(filter)
+    if filter ~= nil and type(filter) ~= "table" then
+      return nil, "registry.find: the filter is a table, e.g. {[\".kind\"] = \"function.lua\"}"
+    end
+    local f, err = copy_value(filter or {})
+    if err then return nil, "registry.find: " .. err end
+    return ask("find", f)
+  end
+  function REGISTRY.current_version() return ask("current_version", nil) end
+  function REGISTRY.history() return ask("history", nil) end
+  function REGISTRY.apply_version(v) return ask("apply_version", v) end
+  MODULES.registry = readonly(REGISTRY, "registry")
+end
+
+-------------------------------------------------------------------------------------------------
 -- funcs: calling function.lua entries (a module granted by `modules: [funcs]`; cells have it)
 -------------------------------------------------------------------------------------------------
 do
