@@ -279,11 +279,38 @@ class Node:
             return [{"version": v.version, "time": v.time, "message": v.message,
                      "changes": [{"op": o, "id": i, "kind": k} for o, i, k in v.changes]}
                     for v in reg.history()]
+        if op == "snapshot":
+            return reg.version
+        if op == "entries_at":
+            args = arg if isinstance(arg, list) else [arg]
+            entries = reg.version_entries(int(args[0])).values()
+            flt = args[1] if len(args) > 1 and isinstance(args[1], dict) else {}
+            return [_entry_data(e) for e in sorted(entries, key=lambda e: e.id) if _matches(e, flt)]
+        if op == "apply":
+            return self._apply_from_lua(arg)
         if op == "apply_version":
             if isinstance(arg, bool) or not isinstance(arg, int):
                 raise EntryError(f"apply_version: a version number is needed, got {arg!r}")
             return reg.apply_version(arg)
         raise EntryError(f"unknown registry call {op!r}")
+
+    def _apply_from_lua(self, ops: Any) -> int:
+        """One transaction from a Lua changes object: a list of {op, entry | id}; all or nothing."""
+        if not isinstance(ops, list) or not ops:
+            raise EntryError("apply: no changes (use changes:create(e), :update(e), :delete(id) first)")
+        tx = self.entries.changes()
+        for i, change in enumerate(ops, 1):
+            op = change.get("op") if isinstance(change, dict) else None
+            if op == "delete":
+                tx.delete(str(change.get("id")))
+                continue
+            raw = change.get("entry") if isinstance(change, dict) else None
+            if op not in ("create", "update") or not isinstance(raw, dict):
+                raise EntryError(f"apply: change {i} is not a create/update with an entry table")
+            entry = Entry(str(raw.get("id")), str(raw.get("kind")), dict(raw.get("meta") or {}),
+                          dict(raw.get("data") or {}))
+            (tx.create if op == "create" else tx.update)(entry)
+        return tx.apply()
 
     def _entries_changed(self, ids: frozenset[str]) -> None:
         for h in list(self.hosts.values()):

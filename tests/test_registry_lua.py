@@ -83,3 +83,44 @@ def test_module_is_granted_not_global(node: Node, shell: Shell) -> None:
     node.define("app:without", "process.lua", source="return { main = function() return registry == nil end }")
     assert node.exec("app:with", timeout=5) == 5
     assert node.exec("app:without", timeout=5) is True
+
+
+def test_snapshot_reads_a_fixed_version(shell: Shell) -> None:
+    """A snapshot keeps seeing its version after later commits; get, find, namespace, entries."""
+    node = shell.node
+    out = shell.run("""
+      snap = registry.snapshot()
+      return {snap:version(), #snap:entries(), snap:get("app.config:settings").data.greeting,
+              #snap:find({[".kind"] = "function.lua"}), #snap:namespace("app.tools")}
+    """).value
+    v = node.registry.version
+    assert out == [v, 3, "hello", 2, 2]
+    node.apply([Entry("app.config:settings", "registry.entry", {}, {"greeting": "changed"})])
+    assert shell.run("return snap:get('app.config:settings').data.greeting").value == "hello"
+    assert shell.run("return registry.get('app.config:settings').data.greeting").value == "changed"
+
+
+def test_transaction_from_lua_is_all_or_nothing(shell: Shell) -> None:
+    """snapshot():changes() create/update/delete then apply: one new version, or nothing at all."""
+    node = shell.node
+    v0 = node.registry.version
+    out = shell.run("""
+      local c = registry.snapshot():changes()
+      c:create({id = "app.config:extra", kind = "registry.entry", data = {n = 1}})
+       :update({id = "app.config:settings", kind = "registry.entry", data = {greeting = "bonjour"}})
+       :delete("app.tools:calc")
+      local v = c:apply()
+      local ok, again = pcall(c.apply, c)
+      return {v, registry.get("app.config:extra").data.n, registry.get("app.config:settings").data.greeting,
+              registry.get("app.tools:calc") == nil, again}
+    """).value
+    assert out[:4] == [v0 + 1, 1, "bonjour", True]
+    assert "applied already" in out[4]
+    bad = shell.run("""
+      local c = registry.snapshot():changes()
+      c:create({id = "app.config:more", kind = "registry.entry"})
+      c:create({id = "app.config:extra", kind = "registry.entry"})
+      return {c:apply()}
+    """).value
+    assert "app.config:extra" in str(bad) and node.registry.version == v0 + 1
+    assert node.registry.get("app.config:more") is None

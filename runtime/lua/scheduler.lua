@@ -1740,8 +1740,7 @@ function S.run(now, budget)
 end
 
 -------------------------------------------------------------------------------------------------
--- registry: reading the node's versioned entries (granted by `modules: [registry]`; cells have it).
--- Transactions from Lua (snapshot():changes()) come with the registry issue.
+-- registry: the node's versioned entries (granted by `modules: [registry]`; cells have it)
 -------------------------------------------------------------------------------------------------
 do
   local REGISTRY = {}
@@ -1761,6 +1760,69 @@ do
     if err then return nil, "registry.find: " .. err end
     return ask("find", f)
   end
+  -- A snapshot is a version: its reads see that version whatever commits later; :changes() starts a
+  -- transaction, applied all or nothing by :apply() as a new version.
+  local SNAP_MT, SNAPM = {}, {}
+  SNAP_MT.__index = SNAPM; SNAP_MT.__metatable = "snapshot"
+  local CHG_MT, CHGM = {}, {}
+  CHG_MT.__index = CHGM; CHG_MT.__metatable = "changes"
+  local function snap_version(s)
+    local v = PRIV[s]
+    if type(v) ~= "number" then error("expected a registry snapshot (registry.snapshot())", 3) end
+    return v
+  end
+  function REGISTRY.snapshot()
+    local v, err = ask("snapshot", nil)
+    if not v then return nil, err end
+    local s = setmetatable({}, SNAP_MT)
+    PRIV[s] = v
+    return s
+  end
+  function SNAPM.version(s) return snap_version(s) end
+  function SNAPM.entries(s) return ask("entries_at", { snap_version(s) }) end
+  function SNAPM.find(s, f)
+    if f ~= nil and type(f) ~= "table" then return nil, "find: the filter is a table" end
+    local c, err = copy_value(f or {})
+    if err then return nil, "find: " .. err end
+    return ask("entries_at", { snap_version(s), c })
+  end
+  function SNAPM.get(s, id)
+    local list, err = ask("entries_at", { snap_version(s), { [".id"] = id } })
+    if not list then return nil, err end
+    if not list[1] then return nil, "unknown entry '" .. tostring(id) .. "' at version " .. snap_version(s) end
+    return list[1]
+  end
+  function SNAPM.namespace(s, ns) return ask("entries_at", { snap_version(s), { [".ns"] = ns } }) end
+  function SNAPM.changes(s)
+    snap_version(s)
+    local c = setmetatable({}, CHG_MT)
+    PRIV[c] = { ops = {}, applied = false }
+    return c
+  end
+  local function staged(c, what)
+    local st = PRIV[c]
+    if type(st) ~= "table" or not st.ops then error("expected registry changes (snapshot:changes())", 3) end
+    if st.applied then error(what .. ": these changes were applied already; start new ones", 3) end
+    return st
+  end
+  local function stage(c, op, e, what)
+    local st = staged(c, what)
+    local copy, err = copy_value(e)
+    if err then error(what .. ": " .. err, 3) end
+    st.ops[#st.ops + 1] = op == "delete" and { op = op, id = copy } or { op = op, entry = copy }
+    return c
+  end
+  function CHGM.create(c, e) return stage(c, "create", e, "create") end
+  function CHGM.update(c, e) return stage(c, "update", e, "update") end
+  function CHGM.delete(c, id) return stage(c, "delete", id, "delete") end
+  function CHGM.apply(c)
+    local st = staged(c, "apply")
+    local v, err = ask("apply", st.ops)
+    if not v then return nil, err end
+    st.applied = true
+    return v
+  end
+
   function REGISTRY.current_version() return ask("current_version", nil) end
   function REGISTRY.history() return ask("history", nil) end
   function REGISTRY.apply_version(v) return ask("apply_version", v) end
