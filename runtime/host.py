@@ -445,6 +445,9 @@ class Host:
                         fut.set_result(fn(HostContext(self)))
                     except BaseException as exc:
                         fut.set_exception(exc)
+            elif op == "registry_event":
+                _, dest, sub_id, ev = item
+                s.registry_event(_b(dest), sub_id, to_lua(lua, ev))
             elif op == "invalidate":
                 for entry_id in item[1]:
                     s.invalidate(_b(entry_id))

@@ -167,6 +167,9 @@ class Node:
         self.faults: list[str] = []
         self.started = False
         self._shell: Shell | None = None
+        self._reg_subs: dict[int, tuple[str, dict[str, Any]]] = {}  # registry.changes() subscriptions
+        self._reg_sub_ids = itertools.count(1)
+        self._reg_notified = 0
         self._shell_lock = threading.Lock()
 
     # ------------------------------------------------------------------ lifecycle (any thread)
@@ -271,8 +274,18 @@ class Node:
         if op == "get":
             return _entry_data(reg.require(str(arg)))
         if op == "find":
-            flt = arg if isinstance(arg, dict) else {}
-            return [_entry_data(e) for e in sorted(reg.entries(), key=lambda e: e.id) if _matches(e, flt)]
+            where: dict[str, Any] = arg if isinstance(arg, dict) else {}
+            return [_entry_data(e) for e in sorted(reg.entries(), key=lambda e: e.id) if _matches(e, where)]
+        if op == "subscribe":
+            pid, raw = [*arg, None][:2] if isinstance(arg, list) else (None, None)
+            flt: dict[str, Any] = raw if isinstance(raw, dict) else {}
+            for key in flt:  # refuse a bad filter now, not at the first commit
+                if key not in (".kind", ".ns", ".name", ".id") and not str(key).startswith("meta."):
+                    raise EntryError(f"unknown filter key {key!r} (keys: .kind .ns .name .id meta.<field>)")
+            with self._lock:
+                sub_id = next(self._reg_sub_ids)
+                self._reg_subs[sub_id] = (str(pid), flt)
+            return sub_id
         if op == "current_version":
             return reg.version
         if op == "history":
@@ -313,9 +326,25 @@ class Node:
         return tx.apply()
 
     def _entries_changed(self, ids: frozenset[str]) -> None:
+        """After each commit (on the committing thread): hosts drop compiled code, subscribers hear."""
         for h in list(self.hosts.values()):
             if h.running:
                 h.post("invalidate", tuple(ids))
+        with self._lock:
+            current = self.entries.version
+            first = self._reg_notified + 1 if current >= self._reg_notified else current + 1
+            self._reg_notified = current
+            subs = list(self._reg_subs.items())
+        if not subs:
+            return
+        for v in range(first, current + 1):  # every version once, in order
+            changes = self.entries.version_changes(v)
+            for sub_id, (pid, flt) in subs:
+                matched = [{"op": c.op, "id": c.id, "kind": c.kind} for c in changes
+                           if _matches(c.after or c.before, flt)]  # type: ignore[arg-type]  # one is set
+                target = self.hosts.get(parse_pid(pid)[0]) if matched else None
+                if target is not None and target.running:
+                    target.post("registry_event", pid, sub_id, {"version": v, "changes": matched})
 
     def _entry_for_lua(self, lua: Any, entry_id: str) -> Any:
         """Called on a host thread: the entry as the scheduler's loader wants it."""
@@ -598,6 +627,8 @@ class Node:
 
     def _on_exit(self, pid: str, reason: str, error: str | None) -> None:
         with self._lock:
+            for sub_id in [k for k, (p, _) in self._reg_subs.items() if p == pid]:
+                del self._reg_subs[sub_id]
             self._exits[pid] = (reason, error)
             self._exit_order.append(pid)
             if len(self._exit_order) > 10_000:

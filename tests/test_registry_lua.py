@@ -124,3 +124,34 @@ def test_transaction_from_lua_is_all_or_nothing(shell: Shell) -> None:
     """).value
     assert "app.config:extra" in str(bad) and node.registry.version == v0 + 1
     assert node.registry.get("app.config:more") is None
+
+
+def test_change_subscriptions(shell: Shell) -> None:
+    """registry.changes(filter) delivers {version, changes} for matching commits, in order."""
+    node = shell.node
+    shell.run("""
+      all_changes = registry.changes()
+      config_changes = registry.changes({[".ns"] = "app.config"})
+    """)
+    v0 = node.registry.version
+    node.apply([Entry("app.tools:new", "function.lua", {}, {"source": "return {}"})])
+    node.apply([Entry("app.config:settings", "registry.entry", {}, {"greeting": "hey"})])
+    out = shell.run("""
+      local function take(ch)
+        local r = channel.select{ch:case_receive(), time.after("2s"):case_receive()}
+        return r.channel == ch and r.value or "timeout"
+      end
+      local a1, a2 = take(all_changes), take(all_changes)
+      local c1 = take(config_changes)
+      local none = channel.select{config_changes:case_receive(), default = true}
+      return {a1.version, a1.changes[1].id, a1.changes[1].op, a2.version, a2.changes[1].id,
+              c1.version, c1.changes[1].id, none.default}
+    """).value
+    assert out == [v0 + 1, "app.tools:new", "create", v0 + 2, "app.config:settings",
+                   v0 + 2, "app.config:settings", True]
+
+
+def test_change_subscription_with_a_bad_filter(shell: Shell) -> None:
+    """A filter with an unknown key is refused when subscribing."""
+    err = shell.run("local ch, err = registry.changes({colour = 'red'}) return err").value
+    assert "unknown filter key 'colour'" in err

@@ -1823,6 +1823,28 @@ do
     return v
   end
 
+  -- registry.changes(filter?): a channel of {version, changes = {{op, id, kind}...}} for every commit
+  -- touching entries that match the filter (find's syntax), until the process ends.
+  function REGISTRY.changes(filter)
+    local p = cur("registry.changes")
+    if filter ~= nil and type(filter) ~= "table" then return nil, "registry.changes: the filter is a table" end
+    local f, err = copy_value(filter or {})
+    if err then return nil, "registry.changes: " .. err end
+    local sub, serr = ask("subscribe", { p.pid, f })
+    if not sub then return nil, serr end
+    local st = chan_new(huge)
+    local subs = p.reg_subs
+    if not subs then subs = {}; p.reg_subs = subs end
+    subs[sub] = st
+    return st.handle
+  end
+
+  function S.registry_event(pid, sub, ev)
+    local p = procs[pid]
+    local st = p and p.reg_subs and p.reg_subs[sub]
+    if st then chan_offer(st, ev) end
+  end
+
   function REGISTRY.current_version() return ask("current_version", nil) end
   function REGISTRY.history() return ask("history", nil) end
   function REGISTRY.apply_version(v) return ask("apply_version", v) end
