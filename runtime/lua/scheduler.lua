@@ -40,6 +40,7 @@ local S = {}                             -- the interface Python calls
 -- noise of the incremental collector for messaging (docs/performance.md, "Collector mode").
 collectgarbage("generational", 100, 200)
 local PARK = setmetatable({}, { __metatable = false, __tostring = function() return "park" end })
+PARK.upgrade = setmetatable({}, { __metatable = false })   -- yielded by process.upgrade (see settle)
 
 -------------------------------------------------------------------------------------------------
 -- Process table, run queue, current process
@@ -1179,6 +1180,25 @@ end
 
 function P.exec(id, host, ...) return P.with_options({}):exec(id, host, ...) end
 
+-- process.upgrade(id?, ...): continue as the latest version of `id` (default: the process's own
+-- entry) with a fresh environment, keeping PID, inbox, links, monitors and names. Never returns: the
+-- scheduler drops this coroutine and starts the new code in a new one (see settle).
+function P.upgrade(id, ...)
+  local p = cur("upgrade")
+  if co_running() ~= p.co then
+    error("process.upgrade: call it from the process's own code, not from inside a coroutine", 2)
+  end
+  if id ~= nil and type(id) ~= "string" then error("process.upgrade: entry ID must be a string", 2) end
+  local e, err = entry_cached(id or p.entry)
+  if not e then error("process.upgrade: " .. err, 2) end
+  if e.kind ~= "process.lua" then
+    error("process.upgrade: entry '" .. e.id .. "' is a " .. tostring(e.kind) .. " entry, not process.lua", 2)
+  end
+  p.upgrade_to = tpack(e, ...)
+  co_yield(PARK.upgrade)
+  error("process.upgrade: the scheduler did not take the upgrade", 2)
+end
+
 local function exec_with(opts, id, host, ...)
   local p = cur("exec")
   local o = {}
@@ -1545,6 +1565,13 @@ end
 
 function S.invalidate(id)
   if id then entries[id] = nil else entries = {} end
+  if not id then return end
+  -- upgradable processes of a changed entry hear of it (they may call process.upgrade)
+  for pid, p in next, procs do
+    if p.upgradable and p.entry == id then
+      chan_offer(events_state(p), { kind = OUTDATED, from = pid, id = id })
+    end
+  end
 end
 
 -- Instantiate a library entry inside the current process.
@@ -1667,6 +1694,19 @@ local function settle(p, ok, a)
   local co = p.co
   if ok then
     if rawequal(a, PARK) then return end
+    if rawequal(a, PARK.upgrade) and p.upgrade_to then   -- process.upgrade: new code, same process
+      local up = p.upgrade_to
+      p.upgrade_to = nil
+      local e = up[1]
+      local env = setmetatable({}, e.env_mt)
+      env._G = env
+      p.env, p.entry = env, e.id
+      p.co = co_create(proc_main)
+      if p.budget and not p.shell then sethook(p.co, hook, "", HOOK_CHUNK) end
+      starts[p] = tpack(e, env, tunpack(up, 2, up.n))
+      enqueue(p)
+      return
+    end
     local v, err = copy_value(a)
     if err then
       finish(p, "error", { error = "the process returned a value that cannot be sent to its watchers: " ..
