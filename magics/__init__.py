@@ -24,12 +24,14 @@ def load_ipython_extension(ipython: Any) -> None:
     """
     from .lua import LuaMagics, install_error_display
     from .process import ProcessMagics
+    from .registry import RegistryMagics
 
     n = node()
     # Start the shell process now, while nothing else runs: Node.shell() waits on its host while holding
     # the node's lock, which a host thread reporting an exit or a print at that moment would also need.
     n.shell()
     ipython.register_magics(LuaMagics, ProcessMagics)
+    ipython.register_magics(RegistryMagics)
     install_error_display(ipython)
     ipython.push({"node": n})
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,10 @@ from lupa import lua54
 from .entries import LUA_KINDS, Entry, check_entry
 from .errors import EntryError, TreeError
 
-__all__ = ["compile_check", "load_index", "load_tree", "parse_bytes", "parse_seconds"]
+__all__ = [
+    "compile_check", "dump_yaml", "export_tree", "load_index", "load_text", "load_tree", "parse_bytes",
+    "parse_seconds",
+]
 
 INDEX = "_index.yaml"
 _local = threading.local()
@@ -129,6 +133,12 @@ def _load_index(path: Path, display_root: Path | None) -> list[tuple[Entry, tupl
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise TreeError(f"cannot read: {exc}", shown) from None
+    return _parse_index(text, shown, path.parent, display_root)
+
+
+def _parse_index(text: str, shown: str, base: Path,
+                 display_root: Path | None) -> list[tuple[Entry, tuple[str, int]]]:
+    """Parse one ``_index.yaml`` document; ``file://`` sources are read relative to ``base``."""
     try:
         doc = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - _LineLoader is a SafeLoader
     except yaml.YAMLError as exc:
@@ -177,7 +187,7 @@ def _load_index(path: Path, display_root: Path | None) -> list[tuple[Entry, tupl
             src_line = lines.get("source", line)
             if source.startswith("file://"):
                 rel = source[len("file://"):]
-                src_path = (path.parent / rel).resolve()
+                src_path = (base / rel).resolve()
                 try:
                     data["source"] = src_path.read_text(encoding="utf-8")
                 except (OSError, UnicodeDecodeError) as exc:
@@ -241,3 +251,91 @@ def load_tree(root: Path) -> list[Entry]:
             seen[e.id] = where
             entries.append(e)
     return entries
+
+
+def load_text(text: str, name: str, base: str | Path | None = None) -> list[Entry]:
+    """Parse one ``_index.yaml`` document given as ``text`` (a notebook cell, say) into entries.
+
+    ``name`` stands for the file in errors (``TreeError`` reads ``name:line: ...``); ``file://`` sources
+    are read relative to ``base`` (default: the working directory). Duplicate IDs are refused.
+    """
+    seen: dict[str, int] = {}
+    entries: list[Entry] = []
+    for e, (shown, line) in _parse_index(text, name, Path(base) if base is not None else Path.cwd(), None):
+        if e.id in seen:
+            raise TreeError(f"duplicate entry ID '{e.id}' (first defined at line {seen[e.id]})", shown, line)
+        seen[e.id] = line
+        entries.append(e)
+    return entries
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """A SafeDumper that writes multi-line strings (Lua sources) as ``|`` blocks."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    if "\n" in value:
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|")
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value)
+
+
+_BlockDumper.add_representer(str, _represent_str)
+
+
+def dump_yaml(value: Any) -> str:
+    """``value`` as block-style YAML, keys in their order, multi-line strings as ``|`` blocks."""
+    return yaml.dump(value, Dumper=_BlockDumper, sort_keys=False, allow_unicode=True, default_flow_style=False)
+
+
+def _in_namespaces(entry_ns: str, namespaces: Iterable[str] | None) -> bool:
+    if namespaces is None:
+        return True
+    return any(entry_ns == ns or entry_ns.startswith(ns + ".") for ns in namespaces)
+
+
+def export_tree(entries: Iterable[Entry], directory: str | Path,
+                namespaces: Iterable[str] | None = None) -> list[Path]:
+    """Write ``entries`` as a tree :func:`load_tree` reads back to the same entries; returns the files.
+
+    One folder per namespace (``directory/app.workers/_index.yaml``); a Lua entry's string ``source``
+    goes to ``<name>.lua`` beside the index as ``source: file://<name>.lua``; ``meta.source_path`` is left
+    out (loading sets it again). ``namespaces`` keeps the entries of those namespaces and the namespaces
+    under them. Raises :class:`TreeError` (and writes nothing) when an entry cannot be written as YAML or
+    ``directory`` already holds an ``_index.yaml`` (it would be loaded with the export).
+    """
+    root = Path(directory)
+    ns_list = list(namespaces) if namespaces is not None else None
+    chosen = sorted((e for e in entries if _in_namespaces(e.namespace, ns_list)), key=lambda e: e.id)
+    if root.exists() and not root.is_dir():
+        raise TreeError("exists and is not a directory; choose a new directory", str(root))
+    if root.is_dir() and any(root.rglob(INDEX)):
+        raise TreeError(f"already holds {INDEX} files; export into a new or empty directory", str(root))
+    # build everything first, so a bad entry writes nothing
+    files: dict[Path, str] = {}
+    by_ns: dict[str, list[dict[str, Any]]] = {}
+    for e in chosen:
+        clash = [k for k in ("name", "kind", "meta") if k in e.data]
+        if clash:
+            raise TreeError(f"entry '{e.id}': data.{clash[0]} cannot be written in a tree (the key `{clash[0]}:` "
+                            "belongs to the entry itself); rename that data key", str(root))
+        folder = root / e.namespace
+        item: dict[str, Any] = {"name": e.name, "kind": e.kind}
+        meta = {k: v for k, v in e.meta.items() if k != "source_path"}
+        if meta:
+            item["meta"] = meta
+        data = dict(e.data)
+        if e.kind in LUA_KINDS and isinstance(data.get("source"), str):
+            files[folder / f"{e.name}.lua"] = data["source"]
+            data["source"] = f"file://{e.name}.lua"
+        item.update(data)
+        by_ns.setdefault(e.namespace, []).append(item)
+    for ns, items in by_ns.items():
+        try:
+            text = dump_yaml({"version": "1.0", "namespace": ns, "entries": items})
+        except yaml.YAMLError as exc:
+            raise TreeError(f"namespace {ns}: cannot write an entry as YAML: {exc}", str(root)) from None
+        files[root / ns / INDEX] = text
+    for path, content in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content, encoding="utf-8")
+    return sorted(files)

@@ -1,0 +1,399 @@
+"""Registry magics: ``%registry SUBCOMMAND ...`` and the ``%%registry`` cell (one ``_index.yaml`` document).
+
+Subcommands: ``list [NS]``, ``get ID``, ``set ID key=value ...``, ``apply PATH``, ``diff [V1 [V2]]``,
+``history``, ``rollback V``, ``reset``, ``export DIR [NS ...]``. Every change is one registry transaction.
+
+Threads: each magic runs on the thread that runs the cell and calls the registry's thread-safe methods.
+Wrong input raises :class:`~IPython.core.error.UsageError` (one line naming the thing and the fix, no
+Python traceback); the node stays up and, for a refused transaction, the registry is unchanged.
+"""
+
+from __future__ import annotations
+
+import difflib
+import html
+import shlex
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from wippy.runtime import EntryError, Registry, WippyError
+from wippy.runtime.entries import Entry, validate_id
+from wippy.runtime.host import HostOptions
+from wippy.runtime.tree import dump_yaml, export_tree, load_text, load_tree
+
+from .current import node
+
+__all__ = ["EntryText", "RegistryDiff", "RegistryMagics", "Table"]
+
+SUBCOMMANDS = ("list", "get", "set", "apply", "diff", "history", "rollback", "reset", "export")
+USAGE = {
+    "list": "%registry list [NS]",
+    "get": "%registry get ID",
+    "set": "%registry set ID key=value ...",
+    "apply": "%registry apply PATH",
+    "diff": "%registry diff [V1 [V2]]",
+    "history": "%registry history",
+    "rollback": "%registry rollback V",
+    "reset": "%registry reset",
+    "export": "%registry export DIR [NS ...]",
+}
+GREEN, RED, CYAN, BOLD, RESET = "\x1b[32m", "\x1b[31m", "\x1b[36m", "\x1b[1m", "\x1b[0m"
+SUMMARY_WIDTH = 60
+OPS = {"create": "+", "update": "~", "delete": "-"}
+
+
+# ---------------------------------------------------------------------------------------------- display
+class Table:
+    """Rows under column titles, shown as a text table (text/plain) and an HTML table."""
+
+    def __init__(self, columns: Sequence[str], rows: Iterable[Sequence[str]], empty: str, css: str) -> None:
+        self.columns = tuple(columns)
+        self.rows = [tuple(r) for r in rows]
+        self.empty = empty
+        self.css = css
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __repr__(self) -> str:
+        if not self.rows:
+            return self.empty
+        widths = [max(len(c), *(len(r[i]) for r in self.rows)) for i, c in enumerate(self.columns)]
+
+        def fmt(row: Sequence[str]) -> str:
+            return "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+
+        return "\n".join([fmt(self.columns), *(fmt(r) for r in self.rows)])
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(repr(self))
+
+    def _repr_html_(self) -> str:
+        if not self.rows:
+            return f"<p>{html.escape(self.empty)}</p>"
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in self.rows)
+        return f'<table class="{self.css}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+class EntryText(str):
+    """An entry as YAML: a plain string, shown bare (not quoted) as a cell's result."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(str(self))
+
+
+class RegistryDiff:
+    """A unified diff of the entries' YAML between two versions: ANSI colours in text, spans in HTML."""
+
+    def __init__(self, v1: int, v2: int, lines: list[str]) -> None:
+        self.v1, self.v2, self.lines = v1, v2, lines
+
+    @property
+    def text(self) -> str:
+        """The diff without colours."""
+        return "\n".join(self.lines) if self.lines else f"no changes between version {self.v1} and {self.v2}"
+
+    @staticmethod
+    def _colour(line: str) -> str:
+        if line.startswith(("---", "+++")):
+            return f"{BOLD}{line}{RESET}"
+        if line.startswith("@@"):
+            return f"{CYAN}{line}{RESET}"
+        if line.startswith("+"):
+            return f"{GREEN}{line}{RESET}"
+        if line.startswith("-"):
+            return f"{RED}{line}{RESET}"
+        return line
+
+    def __repr__(self) -> str:
+        if not self.lines:
+            return self.text
+        return "\n".join(self._colour(line) for line in self.lines)
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(repr(self))
+
+    def _repr_html_(self) -> str:
+        colours = {"+": "#1a7f37", "-": "#cf222e", "@": "#0969da"}
+        out = []
+        for line in self.lines or [self.text]:
+            style = "font-weight:bold" if line.startswith(("---", "+++")) else (
+                f"color:{colours[line[0]]}" if line[:1] in colours else "")
+            text = html.escape(line)
+            out.append(f'<span style="{style}">{text}</span>' if style else text)
+        return '<pre class="wippy-registry-diff">' + "\n".join(out) + "</pre>"
+
+
+def entry_yaml(entry: Entry | None) -> str:
+    """An entry as YAML (id, kind, meta, data; multi-line strings such as Lua sources as ``|`` blocks)."""
+    if entry is None:
+        return ""
+    return dump_yaml({"id": entry.id, "kind": entry.kind, "meta": dict(entry.meta), "data": dict(entry.data)})
+
+
+def _summary(meta: Any) -> str:
+    if not meta:
+        return "-"
+    text = ", ".join(f"{k}={v}" for k, v in meta.items())
+    return text if len(text) <= SUMMARY_WIDTH else text[: SUMMARY_WIDTH - 3] + "..."
+
+
+def _in_namespace(entry_id: str, ns: str) -> bool:
+    entry_ns = entry_id.split(":", 1)[0]
+    return entry_ns == ns or entry_ns.startswith(ns + ".")
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _fail(sub: str, message: str) -> UsageError:
+    return UsageError(f"%registry {sub}: {message}")
+
+
+def _args(sub: str, args: list[str], least: int, most: int | None) -> None:
+    if len(args) < least:
+        raise _fail(sub, f"missing arguments; usage: {USAGE[sub]}")
+    if most is not None and len(args) > most:
+        extra = " ".join(args[most:])
+        raise _fail(sub, f"unexpected arguments {extra!r}; usage: {USAGE[sub]}")
+
+
+def _version(sub: str, word: str, registry: Registry) -> int:
+    try:
+        v = int(word)
+    except ValueError:
+        raise _fail(sub, f"version {word!r} is not a number; %registry history lists the versions") from None
+    current = registry.version
+    if not 0 <= v <= current:
+        known = f"known versions are 0 (empty) to {current}" if current else "only version 0 (empty) exists"
+        raise _fail(sub, f"unknown version {v}: {known}; %registry history lists them")
+    return v
+
+
+def _entry(sub: str, entry_id: str, registry: Registry) -> Entry:
+    try:
+        validate_id(entry_id)
+    except EntryError as exc:
+        raise _fail(sub, str(exc)) from None
+    entry = registry.get(entry_id)
+    if entry is None:
+        raise _fail(sub, registry.unknown_message(entry_id) + "; %registry list shows them")
+    return entry
+
+
+def _commit(name: str, entries: list[Entry], message: str) -> tuple[int, int, int, int]:
+    """Create or update ``entries`` as one transaction; returns (version, created, updated, unchanged).
+
+    Hosts of new ``process.host`` entries are added, as :meth:`Node.apply` does.
+    """
+    n = node()
+    reg = n.registry
+    try:
+        for e in entries:
+            if e.kind == "process.host":
+                HostOptions.from_mapping(e.data.get("host"))
+        before = {e.id: reg.get(e.id) for e in entries}
+        version = reg.apply(entries, message=message)
+        for e in entries:
+            if e.kind == "process.host" and e.id not in n.hosts:
+                n.add_host(e.id, HostOptions.from_mapping(e.data.get("host")))
+    except (WippyError, ValueError, TypeError) as exc:
+        raise UsageError(f"{name}: {exc} (nothing changed)") from None
+    created = sum(1 for e in entries if before[e.id] is None)
+    unchanged = sum(1 for e in entries if before[e.id] == e)
+    return version, created, len(entries) - created - unchanged, unchanged
+
+
+def _counts(version: int, created: int, updated: int, unchanged: int) -> str:
+    return f"{created} created, {updated} updated, {unchanged} unchanged (version {version})"
+
+
+# ---------------------------------------------------------------------------------------------- magics
+@magics_class
+class RegistryMagics(Magics):
+    """Look at, change, version and export the node's registry from cells."""
+
+    @line_cell_magic
+    def registry(self, line: str, cell: str | None = None) -> Any:
+        """``%registry list|get|set|apply|diff|history|rollback|reset|export ...``; ``%%registry`` applies a cell.
+
+        %registry list [NS]                entries (ID, kind, meta), NS filters by namespace
+        %registry get ID                   one entry as YAML
+        %registry set ID key=value ...     set data.key (the value read as a YAML scalar), one transaction
+        %registry apply PATH               load a file or directory tree, apply it as one transaction
+        %registry diff [V1 [V2]]           a coloured diff (default: the previous version against the current)
+        %registry history                  versions: time, message, changes
+        %registry rollback V               make version V's entries current, as a new version
+        %registry reset                    empty the registry and its history
+        %registry export DIR [NS ...]      write the entries as a tree `wippy run DIR` runs
+        %%registry [--message TEXT]        the cell is one _index.yaml document: one transaction
+        """
+        try:
+            words = shlex.split(line)
+        except ValueError as exc:
+            raise UsageError(f"%registry: cannot split the line ({exc}); close the quotes") from None
+        if cell is not None:
+            return self._cell(words, cell)
+        if not words:
+            raise UsageError(f"%registry: missing subcommand; subcommands: {', '.join(SUBCOMMANDS)}")
+        sub, args = words[0], words[1:]
+        handler: Callable[[list[str]], Any] | None = getattr(self, f"_{sub}", None) if sub in SUBCOMMANDS else None
+        if handler is None:
+            raise UsageError(f"%registry: unknown subcommand {sub!r}; subcommands: {', '.join(SUBCOMMANDS)}")
+        return handler(args)
+
+    # ------------------------------------------------------------------ the cell
+    @staticmethod
+    def _cell(words: list[str], cell: str) -> None:
+        message = "%%registry"
+        rest = list(words)
+        if rest[:1] == ["--message"]:
+            if len(rest) < 2:
+                raise UsageError("%%registry: --message needs a text, e.g. --message 'add the workers'")
+            message, rest = rest[1], rest[2:]
+        if rest:
+            raise UsageError(f"%%registry: unexpected arguments {' '.join(rest)!r}; usage: %%registry [--message TEXT]")
+        if not cell.strip():
+            raise UsageError("%%registry: the cell is empty; write one _index.yaml document (namespace:, entries:)")
+        try:
+            entries = load_text(cell, "cell")
+        except WippyError as exc:
+            raise UsageError(f"%%registry: {exc} (nothing changed)") from None
+        if not entries:
+            raise UsageError("%%registry: the cell has no entries; list them under `entries:`")
+        version, created, updated, unchanged = _commit("%%registry", entries, message)
+        print(_counts(version, created, updated, unchanged))
+
+    # ------------------------------------------------------------------ subcommands
+    @staticmethod
+    def _list(args: list[str]) -> Table:
+        _args("list", args, 0, 1)
+        entries = sorted(node().registry.entries(), key=lambda e: e.id)
+        if args:
+            entries = [e for e in entries if _in_namespace(e.id, args[0])]
+        empty = f"no entries in namespace {args[0]}" if args else "no entries"
+        return Table(("ID", "KIND", "META"), ((e.id, e.kind, _summary(e.meta)) for e in entries),
+                     empty, "wippy-registry")
+
+    @staticmethod
+    def _get(args: list[str]) -> EntryText:
+        _args("get", args, 1, 1)
+        return EntryText(entry_yaml(_entry("get", args[0], node().registry)).rstrip("\n"))
+
+    @staticmethod
+    def _set(args: list[str]) -> None:
+        _args("set", args, 2, None)
+        reg = node().registry
+        entry = _entry("set", args[0], reg)
+        values: dict[str, Any] = {}
+        for pair in args[1:]:
+            key, eq, raw = pair.partition("=")
+            if not eq or not key:
+                raise _fail("set", f"{pair!r} is not key=value; write e.g. greeting=hi or n=3")
+            try:
+                values[key] = yaml.safe_load(raw)
+            except yaml.YAMLError as exc:
+                problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+                raise _fail("set", f"the value of {key!r} is not a YAML scalar ({problem}); "
+                                   f"quote it: {key}='...'") from None
+            if isinstance(values[key], dict | list):
+                raise _fail("set", f"the value of {key!r} is not a scalar; set one value per key (text, number, "
+                                   "true/false, null)")
+        updated = Entry(entry.id, entry.kind, dict(entry.meta), {**entry.data, **values})
+        shown = ", ".join(f"{k} = {v!r}" for k, v in values.items())
+        try:
+            version = reg.changes().update(updated).apply(f"set {entry.id} {', '.join(values)}")
+        except WippyError as exc:
+            raise _fail("set", f"{exc} (nothing changed)") from None
+        print(f"{entry.id}: {shown} (version {version})")
+
+    @staticmethod
+    def _apply(args: list[str]) -> None:
+        _args("apply", args, 1, 1)
+        try:
+            entries = load_tree(Path(args[0]))
+        except WippyError as exc:
+            raise _fail("apply", f"{exc} (nothing changed)") from None
+        version, created, updated, unchanged = _commit("%registry apply", entries, f"apply {args[0]}")
+        print(f"applied {args[0]}: {_counts(version, created, updated, unchanged)}")
+
+    @staticmethod
+    def _diff(args: list[str]) -> RegistryDiff:
+        _args("diff", args, 0, 2)
+        reg = node().registry
+        current = reg.version
+        if not args:
+            if current == 0:
+                raise _fail("diff", "the registry has no versions yet; apply entries first")
+            v1, v2 = current - 1, current
+        else:
+            v1 = _version("diff", args[0], reg)
+            v2 = _version("diff", args[1], reg) if len(args) > 1 else current
+        lines: list[str] = []
+        for c in reg.diff(v1, v2):
+            lines += difflib.unified_diff(
+                entry_yaml(c.before).splitlines(), entry_yaml(c.after).splitlines(),
+                fromfile=f"v{v1} {c.id}" if c.before is not None else f"v{v1} (no {c.id})",
+                tofile=f"v{v2} {c.id}" if c.after is not None else f"v{v2} (no {c.id})",
+                lineterm="",
+            )
+        return RegistryDiff(v1, v2, lines)
+
+    @staticmethod
+    def _history(args: list[str]) -> Table:
+        _args("history", args, 0, 0)
+        rows = [
+            (str(v.version), time.strftime("%H:%M:%S", time.localtime(v.time)), v.message or "",
+             " ".join(f"{OPS.get(op, op)}{entry_id}" for op, entry_id, _ in v.changes))
+            for v in node().registry.history()
+        ]
+        return Table(("VERSION", "TIME", "MESSAGE", "CHANGES"), rows, "no versions yet", "wippy-registry-history")
+
+    @staticmethod
+    def _rollback(args: list[str]) -> None:
+        _args("rollback", args, 1, 1)
+        reg = node().registry
+        v = _version("rollback", args[0], reg)
+        before = reg.version
+        try:
+            version = reg.apply_version(v, f"rollback to version {v}")
+        except WippyError as exc:
+            raise _fail("rollback", f"{exc} (nothing changed)") from None
+        if version == before:
+            print(f"the entries already equal version {v}'s (version {version})")
+        else:
+            print(f"version {version} (the entries of version {v})")
+
+    @staticmethod
+    def _reset(args: list[str]) -> None:
+        _args("reset", args, 0, 0)
+        reg = node().registry
+        count = len(reg.ids())
+        try:
+            reg.reset()
+        except WippyError as exc:
+            raise _fail("reset", str(exc)) from None
+        print(f"registry emptied ({count} entries removed; version 0)")
+
+    @staticmethod
+    def _export(args: list[str]) -> None:
+        _args("export", args, 1, None)
+        directory, namespaces = args[0], args[1:] or None
+        entries = node().registry.entries()
+        if namespaces and not any(_in_namespace(e.id, ns) for e in entries for ns in namespaces):
+            raise _fail("export", f"no entries in namespace {', '.join(namespaces)}; %registry list shows them")
+        try:
+            files = export_tree(entries, directory, namespaces)
+        except WippyError as exc:
+            raise _fail("export", str(exc)) from None
+        except OSError as exc:
+            raise _fail("export", f"cannot write {directory}: {exc.strerror or exc}") from None
+        count = sum(1 for e in entries if namespaces is None or any(_in_namespace(e.id, ns) for ns in namespaces))
+        print(f"exported {count} entries to {directory} ({len(files)} files)")
