@@ -23,12 +23,12 @@ lab: $(STAMP)
 ## test: lint, types, then every test, then the notebooks run under nbval against their saved outputs
 test: $(STAMP) lint typecheck
 	$(PY) -m pytest $(PYTEST_ARGS)
-	$(PY) -m pytest --nbval notebooks/ --nbval-kernel-name wippy
+	WIPPY_DATA_DIR=$$(mktemp -d) $(PY) -m pytest --nbval notebooks/ --nbval-kernel-name wippy
 
 ## check: the quick inner loop (no slow tests, stop at the first failure)
 check: $(STAMP) lint typecheck
 	$(PY) -m pytest -m "not slow" -x -q $(PYTEST_ARGS)
-	$(PY) -m pytest --nbval notebooks/ --nbval-kernel-name wippy -x -q
+	WIPPY_DATA_DIR=$$(mktemp -d) $(PY) -m pytest --nbval notebooks/ --nbval-kernel-name wippy -x -q
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -32,6 +32,7 @@ __all__ = ["DEFAULT_HOST", "HostStatistics", "Node", "NodeStatistics", "ProcessS
 
 DEFAULT_HOST = "app:processes"
 PYTHON_HOST = "python"
+REGISTRY_FILE = "registry.sqlite"
 LOG_LINES = 1000      # lines kept per process
 MAX_LINE = 64 * 1024  # characters kept per line
 PAGE = 5000  # process snapshots converted per step of statistics()
@@ -148,9 +149,13 @@ class Node:
         self.clock = clock or Clock()
         #: where the node keeps its store (registry versions, journals: later issues); None = nowhere
         self.data_dir: Path | None = Path(data_dir) if data_dir is not None else None
-        # versioned and transactional (history, diff, apply_version); in memory until the registry
-        # issue decides how a node restores from its data directory
-        self.entries: Registry = Registry()
+        # versioned and transactional (history, diff, apply_version); with a data directory its versions
+        # persist there (registry.sqlite) and a new node on the same directory restores them
+        store = None
+        if self.data_dir is not None:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            store = self.data_dir / REGISTRY_FILE
+        self.entries: Registry = Registry(store)
         self.entries.subscribe(self._entries_changed)
         self.hosts: dict[str, Host] = {}
         self._output_sink = output
@@ -169,7 +174,10 @@ class Node:
         self._shell: Shell | None = None
         self._reg_subs: dict[int, tuple[str, dict[str, Any]]] = {}  # registry.changes() subscriptions
         self._reg_sub_ids = itertools.count(1)
-        self._reg_notified = 0
+        self._reg_notified = self.entries.version
+        for e in self.entries.entries():   # restored host entries become hosts (started with the node)
+            if e.kind == "process.host" and e.id not in self.hosts:
+                self.hosts[e.id] = Host(self, e.id, HostOptions.from_mapping(e.data.get("host")))
         self._shell_lock = threading.Lock()
 
     # ------------------------------------------------------------------ lifecycle (any thread)
@@ -218,6 +226,8 @@ class Node:
             h.stop(grace, timeout=grace + 30.0)
         for mb in list(self._mailboxes.values()):
             mb.close()
+        if self.data_dir is not None:
+            self.entries.close()   # the file is whole after every commit; closing releases it
 
     def host(self, name: str | None = None) -> Host:
         """The host called ``name`` (default ``app:processes``), or :class:`HostError` listing hosts."""
@@ -230,15 +240,19 @@ class Node:
         return h
 
     # ------------------------------------------------------------------ entries
-    def load(self, path: str | os.PathLike[str]) -> list[Entry]:
-        """Load a YAML tree (``_index.yaml`` files) into the entry table, all or nothing.
+    def load(self, path: str | os.PathLike[str], replace: bool = False) -> list[Entry]:
+        """Load a YAML tree (``_index.yaml`` files) into the registry as one transaction, all or nothing.
 
-        ``process.host`` entries become hosts (started if the node runs). Raises :class:`TreeError`.
+        With ``replace`` the tree becomes the whole registry: entries it does not hold are deleted (what
+        ``wippy run DIR`` does, so a stored registry follows the tree). ``process.host`` entries become
+        hosts (started if the node runs). Raises :class:`TreeError`; a bad tree changes nothing.
         """
         from .tree import load_tree
 
         loaded = load_tree(Path(path))
-        self.apply(loaded)
+        keep = {e.id for e in loaded}
+        gone = [i for i in self.entries.ids() if i not in keep] if replace else []
+        self.apply(loaded, gone)
         return loaded
 
     def apply(self, entries: Iterable[Entry], delete: Iterable[str] = ()) -> int:

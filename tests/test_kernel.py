@@ -189,12 +189,16 @@ def test_restart_gives_a_fresh_node_and_shutdown_ends_the_process(kernelspecs: N
     km, kc = _start("wippy", tmp_path)
     try:
         execute(kc, "%%lua\nbefore_restart = 1")
+        execute(kc, "%%lua --entry app:kept\nreturn { main = function() return 'still here' end }")
         reply, outputs = execute(kc, "first = id(node); import os; os.getpid()")
         old_pid = int(result(outputs)["text/plain"])
         km.restart_kernel(now=False)
         kc.wait_for_ready(timeout=30)
         reply, outputs = execute(kc, "%lua before_restart")
         assert result(outputs)["text/plain"] == "nil"
+        # the registry lives in the data directory: a restarted kernel restores it (API.md)
+        reply, outputs = execute(kc, "%lua process.exec('app:kept')")
+        assert result(outputs)["text/plain"] == '"still here"'
         reply, outputs = execute(kc, "'first' in dir(), os.getpid() if 'os' in dir() else None")
         assert result(outputs)["text/plain"] == "(False, None)"
         assert not Path(f"/proc/{old_pid}").exists() or _zombie(old_pid)
