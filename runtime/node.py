@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from .clock import Clock
-from .entries import Entry
-from .errors import EntryError, HostError, ProcessError, ProcessExited, Timeout
+from .entries import LUA_KINDS, Entry
+from .errors import EntryError, HostError, ProcessError, ProcessExited, Timeout, TreeError
 from .host import Host, HostContext, HostOptions
 from .mailbox import Event, Mailbox, Message
 from .payload import check_plain, from_lua, to_lua
-from .registry import Registry
+from .registry import ChangeSet, Registry
 from .shell import Shell
 
 __all__ = ["DEFAULT_HOST", "HostStatistics", "Node", "NodeStatistics", "ProcessStatistics", "parse_pid"]
@@ -88,6 +88,41 @@ class HostStatistics:
 class NodeStatistics:
     hosts: dict[str, HostStatistics] = field(default_factory=dict)
     processes: list[ProcessStatistics] = field(default_factory=list)
+
+
+def _check_imports(cs: ChangeSet) -> None:
+    """Refuse a transaction after which an import names no entry, a non-library, or closes a cycle."""
+    after = cs.after
+    graph: dict[str, list[str]] = {}
+    for e in after.values():
+        imports = e.data.get("imports") if e.kind in LUA_KINDS else None
+        if not isinstance(imports, dict):
+            continue
+        for alias, target in imports.items():
+            t = after.get(target)
+            if t is None:
+                raise EntryError(f"entry '{e.id}': import '{alias}' names '{target}', which does not exist "
+                                 "(define it in the same change, or fix the ID)")
+            if t.kind != "library.lua":
+                raise EntryError(f"entry '{e.id}': import '{alias}' names '{target}', a {t.kind} entry; "
+                                 "imports must be library.lua entries")
+            graph.setdefault(e.id, []).append(target)
+    state: dict[str, int] = {}  # 1 = on the path, 2 = done
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in graph.get(node, ()):
+            if state.get(nxt) == 1:
+                cycle = [*path[path.index(nxt):], nxt] if nxt in path else [node, nxt]
+                raise EntryError(f"entry '{nxt}': import cycle {' -> '.join(cycle)} (libraries cannot import "
+                                 "each other in a circle)")
+            if state.get(nxt) is None:
+                visit(nxt, [*path, nxt])
+        state[node] = 2
+
+    for start in graph:
+        if state.get(start) is None:
+            visit(start, [start])
 
 
 def _entry_data(e: Entry) -> dict[str, Any]:
@@ -157,6 +192,7 @@ class Node:
             store = self.data_dir / REGISTRY_FILE
         self.entries: Registry = Registry(store)
         self.entries.subscribe(self._entries_changed)
+        self.entries.add_validator(_check_imports)
         self.hosts: dict[str, Host] = {}
         self._output_sink = output
         self._host_options = host_options or HostOptions()
@@ -247,12 +283,21 @@ class Node:
         ``wippy run DIR`` does, so a stored registry follows the tree). ``process.host`` entries become
         hosts (started if the node runs). Raises :class:`TreeError`; a bad tree changes nothing.
         """
-        from .tree import load_tree
+        from .tree import load_tree_located
 
-        loaded = load_tree(Path(path))
+        located = load_tree_located(Path(path))
+        loaded = [e for e, _ in located]
         keep = {e.id for e in loaded}
         gone = [i for i in self.entries.ids() if i not in keep] if replace else []
-        self.apply(loaded, gone)
+        try:
+            self.apply(loaded, gone)
+        except EntryError as exc:  # refused as a whole (an import, say): point at the entry's line
+            where = {e.id: w for e, w in located}
+            named = re.search(r"entry '([^']+)'", str(exc))
+            if named and named.group(1) in where:
+                path_, line = where[named.group(1)]
+                raise TreeError(str(exc), path_, line) from None
+            raise TreeError(str(exc), str(path)) from None
         return loaded
 
     def apply(self, entries: Iterable[Entry], delete: Iterable[str] = ()) -> int:

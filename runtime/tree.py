@@ -229,6 +229,11 @@ def _display(path: Path, root: Path | None) -> str:
 
 def load_tree(root: Path) -> list[Entry]:
     """Load every ``_index.yaml`` under ``root`` (or the file itself); :class:`TreeError` on any fault."""
+    return [e for e, _ in load_tree_located(root)]
+
+
+def load_tree_located(root: Path) -> list[tuple[Entry, tuple[str, int]]]:
+    """:func:`load_tree`, with the (file, line) where each entry is declared, for later errors."""
     root = Path(root)
     if root.is_file():
         files = [root]
@@ -241,7 +246,7 @@ def load_tree(root: Path) -> list[Entry]:
     else:
         raise TreeError("no such file or directory", str(root))
     seen: dict[str, tuple[str, int]] = {}
-    entries: list[Entry] = []
+    entries: list[tuple[Entry, tuple[str, int]]] = []
     for f in files:
         for e, where in _load_index(f, display_root):
             if e.id in seen:
@@ -249,7 +254,7 @@ def load_tree(root: Path) -> list[Entry]:
                 raise TreeError(f"duplicate entry ID '{e.id}' (first defined at {first[0]}:{first[1]})",
                                 where[0], where[1])
             seen[e.id] = where
-            entries.append(e)
+            entries.append((e, where))
     return entries
 
 

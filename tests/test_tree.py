@@ -151,3 +151,39 @@ def test_host_entry_with_bad_option(tmp_path: Path) -> None:
     node = Node(output=None)
     with pytest.raises(Exception, match=r"unknown host option\(s\) wrkers"):
         node.load(tmp_path)
+
+
+@pytest.mark.parametrize(("extra", "where", "what"), [
+    ("    imports: {lib: app:missing}\n", "_index.yaml:3", "import 'lib' names 'app:missing', which does not exist"),
+    ("    imports: {lib: app:proc}\n", "_index.yaml:3", "a process.lua entry; imports must be library.lua"),
+])
+def test_bad_imports_are_refused_with_the_entry_line(tmp_path: Path, extra: str, where: str, what: str) -> None:
+    """An import of an unknown entry or a non-library is refused whole, at the importing entry's line."""
+    write(tmp_path, "_index.yaml", "namespace: app\nentries:\n  - name: user\n    kind: process.lua\n"
+          "    source: \"return {}\"\n" + extra +
+          "  - name: proc\n    kind: process.lua\n    source: \"return {}\"\n")
+    node = Node(output=None)
+    with pytest.raises(TreeError) as exc:
+        node.load(tmp_path)
+    assert where in str(exc.value) and what in str(exc.value)
+    assert node.registry.ids() == []
+
+
+def test_an_import_cycle_is_refused(tmp_path: Path) -> None:
+    """Libraries importing each other in a circle are refused, naming the cycle."""
+    write(tmp_path, "_index.yaml", """
+        namespace: lib
+        entries:
+          - name: a
+            kind: library.lua
+            source: "return {}"
+            imports: {b: lib:b}
+          - name: b
+            kind: library.lua
+            source: "return {}"
+            imports: {a: lib:a}
+    """)
+    node = Node(output=None)
+    with pytest.raises(TreeError, match=r"import cycle lib:(a|b) -> lib:(a|b) -> lib:(a|b)"):
+        node.load(tmp_path)
+    assert node.registry.version == 0
