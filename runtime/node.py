@@ -21,8 +21,8 @@ from typing import Any
 
 from .clock import Clock
 from .entries import LUA_KINDS, Entry
-from .errors import EntryError, HostError, ProcessError, ProcessExited, Timeout, TreeError
-from .host import Host, HostContext, HostOptions
+from .errors import EntryError, HostError, LuaError, ProcessError, ProcessExited, Timeout, TreeError
+from .host import Host, HostContext, HostOptions, _pair, _s
 from .mailbox import Event, Mailbox, Message
 from .payload import check_plain, from_lua, to_lua
 from .registry import ChangeSet, Registry
@@ -88,6 +88,10 @@ class HostStatistics:
 class NodeStatistics:
     hosts: dict[str, HostStatistics] = field(default_factory=dict)
     processes: list[ProcessStatistics] = field(default_factory=list)
+
+
+def _text(b: Any) -> str:
+    return "" if b is None else _s(b)
 
 
 def _check_imports(cs: ChangeSet) -> None:
@@ -494,6 +498,34 @@ class Node:
             ev = mb.wait_exit(pid, timeout)
         if ev.result.get("error") is not None:
             raise ProcessExited(pid, ev.reason or "error", ev.result.get("error"))
+        return ev.result.get("value")
+
+    def call_function(self, entry_id: str, *args: Any, host: str | None = None, timeout: float | None = 30.0) -> Any:
+        """Call the ``function.lua`` entry ``entry_id`` with ``args`` and return its result.
+
+        It runs in a short-lived process on ``host`` (as ``funcs.call`` runs in its caller), so it may
+        wait and send like any process. Several results come back as a list. Raises EntryError (unknown
+        entry, wrong kind), LuaError (the function raised), Timeout.
+        """
+        entry = self.entries.require(entry_id)
+        if entry.kind != "function.lua":
+            raise EntryError(f"entry '{entry_id}' is a {entry.kind} entry; call_function needs a function.lua entry")
+        for a in args:
+            check_plain(a)
+        h = self.host(host)
+        with self.mailbox() as mb:
+            def start(ctx: HostContext) -> str:
+                pid, err = _pair(ctx.scheduler.call_function(mb.pid.encode(), entry_id.encode(),
+                                                             ctx.to_lua(list(args)), len(args)))
+                if pid is None:
+                    raise ProcessError(_text(err))
+                return _text(pid)
+
+            pid = h.call(start)
+            ev = mb.wait_exit(pid, timeout)
+        error = ev.result.get("error")
+        if error is not None:
+            raise LuaError(f"{entry_id}: {error}")
         return ev.result.get("value")
 
     def send(self, dest: str, topic: str, payload: Any = None, *, sender: str | None = None) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from wippy.runtime import Node
+import pytest
+from wippy.runtime import EntryError, LuaError, Node
 
 
 def test_funcs_call_from_a_granted_process(node: Node) -> None:
@@ -46,3 +47,19 @@ def test_a_function_may_wait_like_its_caller(node: Node) -> None:
     shell = node.shell()
     node.send(shell.pid, "hello")
     assert shell.run("return funcs.call('app:waiter')").value == "hello"
+
+
+def test_call_function_from_python(node: Node) -> None:
+    """node.call_function runs a function.lua entry and returns its result (several as a list)."""
+    node.define("app:mul", "function.lua", source="return { main = function(a, b) return a * b end }")
+    node.define("app:two", "function.lua", source="return { main = function() return 1, 'x' end }")
+    node.define("app:fails", "function.lua", source="return { main = function() error('no stock') end }")
+    node.define("app:proc2", "process.lua", source="return { main = function() end }")
+    assert node.call_function("app:mul", 6, 7) == 42
+    assert node.call_function("app:two") == [1, "x"]
+    with pytest.raises(LuaError, match="no stock"):
+        node.call_function("app:fails")
+    with pytest.raises(EntryError, match=r"needs a function\.lua entry"):
+        node.call_function("app:proc2")
+    with pytest.raises(EntryError, match="unknown entry 'app:nothing'"):
+        node.call_function("app:nothing")

@@ -1916,6 +1916,23 @@ do
     return call_results(SB.pcall(function(...) return entry_function(e, env)(...) end, ...))
   end
   MODULES.funcs = readonly(FUNCS, "funcs")
+
+  -- Calls from Python run in a short-lived process of a built-in entry, watched by a Python mailbox.
+  local CALLER = { id = "@funcs.call", kind = "process.lua", method = "main",
+    factory = function(env) return function() return { main = function(id, ...)
+      local r = tpack(FUNCS.call(id, ...))
+      if r[1] == nil and r.n >= 2 then error(r[2], 0) end
+      if r.n <= 1 then return r[1] end
+      return { tunpack(r, 1, r.n) }
+    end } end end }
+  function S.call_function(monitor, id, args, n)
+    if not CALLER.env_mt then
+      local all = {}
+      for name in pairs(MODULES) do all[#all + 1] = name end
+      CALLER.env_mt = { __index = make_base(all), __metatable = false }
+    end
+    return spawn_local(nil, CALLER, { monitor = monitor }, id, tunpack(args or {}, 1, n or 0))
+  end
 end
 
 -------------------------------------------------------------------------------------------------
