@@ -37,7 +37,9 @@ def load_ipython_extension(ipython: Any) -> None:
 
 
 def unload_ipython_extension(ipython: Any) -> None:
-    """Stop the node if the extension started it (``%unload_ext wippy.magics``)."""
+    """Stop watching trees, and the node if the extension started it (``%unload_ext wippy.magics``)."""
     from .current import stop_owned_node
+    from .registry import stop_watchers
 
+    stop_watchers()
     stop_owned_node()

@@ -1,7 +1,13 @@
 """Registry magics: ``%registry SUBCOMMAND ...`` and the ``%%registry`` cell (one ``_index.yaml`` document).
 
 Subcommands: ``list [NS]``, ``get ID``, ``set ID key=value ...``, ``apply PATH``, ``diff [V1 [V2]]``,
-``history``, ``rollback V``, ``reset``, ``export DIR [NS ...]``. Every change is one registry transaction.
+``history``, ``rollback V``, ``reset``, ``export DIR [NS ...]``, ``watch [DIR]``, ``unwatch [DIR]``. Every
+change is one registry transaction.
+
+``watch DIR`` starts a :class:`~wippy.runtime.watch.TreeWatcher`: each edit of the tree is applied (or
+refused) on the watcher's own threads, which cannot print into a cell; their messages are kept on the
+watcher and in the node's logs (``%logs watch:DIR``), and ``%registry watch`` lists the watchers with their
+last result or error.
 
 Threads: each magic runs on the thread that runs the cell and calls the registry's thread-safe methods.
 Wrong input raises :class:`~IPython.core.error.UsageError` (one line naming the thing and the fix, no
@@ -25,12 +31,13 @@ from wippy.runtime import EntryError, Registry, WippyError
 from wippy.runtime.entries import Entry, validate_id
 from wippy.runtime.host import HostOptions
 from wippy.runtime.tree import dump_yaml, export_tree, load_text, load_tree
+from wippy.runtime.watch import TreeWatcher
 
 from .current import node
 
 __all__ = ["EntryText", "RegistryDiff", "RegistryMagics", "Table"]
 
-SUBCOMMANDS = ("list", "get", "set", "apply", "diff", "history", "rollback", "reset", "export")
+SUBCOMMANDS = ("list", "get", "set", "apply", "diff", "history", "rollback", "reset", "export", "watch", "unwatch")
 USAGE = {
     "list": "%registry list [NS]",
     "get": "%registry get ID",
@@ -41,10 +48,14 @@ USAGE = {
     "rollback": "%registry rollback V",
     "reset": "%registry reset",
     "export": "%registry export DIR [NS ...]",
+    "watch": "%registry watch [DIR]",
+    "unwatch": "%registry unwatch [DIR]",
 }
 GREEN, RED, CYAN, BOLD, RESET = "\x1b[32m", "\x1b[31m", "\x1b[36m", "\x1b[1m", "\x1b[0m"
 SUMMARY_WIDTH = 60
 OPS = {"create": "+", "update": "~", "delete": "-"}
+#: the running watchers, by the directory as given (the magics' node's; stopped by `%registry unwatch`)
+WATCHERS: dict[str, TreeWatcher] = {}
 
 
 # ---------------------------------------------------------------------------------------------- display
@@ -233,6 +244,9 @@ class RegistryMagics(Magics):
         %registry rollback V               make version V's entries current, as a new version
         %registry reset                    empty the registry and its history
         %registry export DIR [NS ...]      write the entries as a tree `wippy run DIR` runs
+        %registry watch [DIR]              apply DIR now and each edit of it (one version per edit);
+                                           without DIR: the watchers and their last result or error
+        %registry unwatch [DIR]            stop watching DIR (without DIR: every watched tree)
         %%registry [--message TEXT]        the cell is one _index.yaml document: one transaction
         """
         try:
@@ -397,3 +411,47 @@ class RegistryMagics(Magics):
             raise _fail("export", f"cannot write {directory}: {exc.strerror or exc}") from None
         count = sum(1 for e in entries if namespaces is None or any(_in_namespace(e.id, ns) for ns in namespaces))
         print(f"exported {count} entries to {directory} ({len(files)} files)")
+
+    @staticmethod
+    def _watch(args: list[str]) -> Table | None:
+        _args("watch", args, 0, 1)
+        if not args:
+            rows = [(d, "error" if w.last_error else "ok",
+                     w.last_error or w.last_result or "no edits yet", str(w.reloads))
+                    for d, w in sorted(WATCHERS.items())]
+            return Table(("DIRECTORY", "STATE", "LAST", "RELOADS"), rows,
+                         "no watched trees; %registry watch DIR starts one", "wippy-registry-watch")
+        directory = args[0]
+        if directory in WATCHERS:
+            raise _fail("watch", f"{directory} is already watched; %registry unwatch {directory} first")
+        if not Path(directory).exists():
+            raise _fail("watch", f"{directory}: no such file or directory")
+        watcher = TreeWatcher(node(), directory)
+        try:
+            version = watcher.start()
+        except (WippyError, ValueError, TypeError) as exc:
+            raise _fail("watch", f"{exc} (nothing changed, not watching)") from None
+        except OSError as exc:
+            raise _fail("watch", f"cannot watch {directory}: {exc.strerror or exc}") from None
+        WATCHERS[directory] = watcher
+        print(f"watching {directory} (version {version})")
+        return None
+
+    @staticmethod
+    def _unwatch(args: list[str]) -> None:
+        _args("unwatch", args, 0, 1)
+        if args and args[0] not in WATCHERS:
+            shown = ", ".join(sorted(WATCHERS)) or "none"
+            raise _fail("unwatch", f"{args[0]} is not watched (watched: {shown})")
+        chosen = args or sorted(WATCHERS)
+        for directory in chosen:
+            WATCHERS.pop(directory).stop()
+            print(f"stopped watching {directory}")
+        if not chosen:
+            print("no watched trees")
+
+
+def stop_watchers() -> None:
+    """Stop every watcher the magics started (unloading the extension; any thread)."""
+    while WATCHERS:
+        WATCHERS.popitem()[1].stop()

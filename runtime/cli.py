@@ -1,4 +1,8 @@
-"""The ``wippy`` command line: ``wippy run DIR [--entry ID] [--host HOST] [--data-dir D]``.
+"""The ``wippy`` command line: ``wippy run DIR [--entry ID] [--host HOST] [--data-dir D] [--no-watch]``.
+
+Without ``--entry`` the tree is watched (:class:`~.watch.TreeWatcher`): each edit of a file under it is
+applied as one registry version, or refused whole with file and line, reported on stderr;
+``--no-watch`` turns that off.
 
 Runs on the main thread; the node's hosts run on their own threads. Lua ``print`` goes to stdout, flushed
 line by line. Exit status: 0 when the entry returns normally (or, without ``--entry``, after a clean
@@ -20,6 +24,7 @@ from types import FrameType
 
 from .errors import EntryError, HostError, ProcessError, Timeout, WippyError
 from .node import DEFAULT_HOST, Node
+from .watch import TreeWatcher
 
 __all__ = ["main"]
 
@@ -42,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--host", default=DEFAULT_HOST, help="the host the entry runs on (default app:processes)")
     run.add_argument("--data-dir", help="the node's data directory (default $WIPPY_DATA_DIR or ./.wippy)")
     run.add_argument("--grace", type=float, default=GRACE, help="seconds cancelled processes get on Ctrl-C")
+    run.add_argument("--no-watch", action="store_true",
+                     help="without --entry: do not apply edits of the tree while running (watched by default)")
     return p
 
 
@@ -62,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     tree = Path(args.dir)
     node = Node(data_dir=_data_dir(args.data_dir))
     try:
-        node.load(tree)
+        node.load(tree, replace=True)   # the tree is the app: a stored registry follows it
     except WippyError as exc:
         return _fail(f"cannot load {tree}: {exc}")
     try:
@@ -90,14 +97,37 @@ def run(args: argparse.Namespace) -> int:
             return _run_entry(node, args.entry, args.host, stop, args.grace)
         sys.stderr.write(f"wippy: running {tree} ({len(node.entries.ids())} entries); Ctrl-C to stop\n")
         sys.stderr.flush()
-        while not stop.wait(0.2):
-            pass
+        watcher = None if args.no_watch else _watch(node, tree)
+        try:
+            while not stop.wait(0.2):
+                pass
+        finally:
+            if watcher is not None:
+                watcher.stop()
         sys.stderr.write(f"wippy: stopping (cancel, {args.grace:g}s grace, terminate)\n")
         node.stop(grace=args.grace)
         return 0
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
+
+
+def _watch(node: Node, tree: Path) -> TreeWatcher | None:
+    """Watch ``tree``: each edit is one registry version, reported on stderr (watcher's thread)."""
+
+    def report(kind: str, message: str) -> None:
+        sys.stderr.write(f"wippy: watch: {message}\n" if kind == "applied" else f"wippy: watch: refused: {message}\n")
+        sys.stderr.flush()
+
+    watcher = TreeWatcher(node, tree, on_event=report)
+    try:
+        watcher.start()
+    except (WippyError, OSError, ValueError, TypeError) as exc:
+        _fail(f"not watching {tree}: {exc}", 0)
+        return None
+    sys.stderr.write(f"wippy: watching {tree}\n")
+    sys.stderr.flush()
+    return watcher
 
 
 def _run_entry(node: Node, entry: str, host: str, stop: threading.Event, grace: float) -> int:
