@@ -126,7 +126,10 @@ class LuaMagics(Magics):
             raise refused
         n = node()
         previous = n.entries.get(entry_id)
-        data: dict[str, Any] = {"method": method} if method else {}
+        # API.md: entries defined from cells get every module (registry, funcs), as the shell does
+        data: dict[str, Any] = {"modules": ["registry", "funcs"]}
+        if method:
+            data["method"] = method
         try:
             n.define(entry_id, kind, source=source, **data)
         except EntryError as exc:

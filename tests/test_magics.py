@@ -368,3 +368,9 @@ def test_data_dir_follows_api_md(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     assert data_dir() == tmp_path / ".wippy" / "01-actors"
     monkeypatch.delenv("JPY_SESSION_NAME")
     assert data_dir() == tmp_path / ".wippy"
+
+
+def test_entries_from_cells_get_every_module(ip: InteractiveShell, node: Node) -> None:
+    """An entry defined with %%lua --entry has registry and funcs, as API.md says for cells."""
+    run(ip, "%%lua --entry test.magics:modules\nreturn { main = function() return registry ~= nil and funcs ~= nil end }")
+    assert node.exec("test.magics:modules", timeout=5) is True
