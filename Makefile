@@ -23,12 +23,17 @@ lab: $(STAMP)
 ## test: lint, types, then every test, then the notebooks run under nbval against their saved outputs
 test: $(STAMP) lint typecheck
 	$(PY) -m pytest $(PYTEST_ARGS)
-	WIPPY_DATA_DIR=$$(mktemp -d) $(PY) -m pytest --nbval notebooks/ --nbval-kernel-name wippy
+	@# each notebook on a fresh data directory: a tutorial starts from an empty registry
+	@for nb in notebooks/*.ipynb; do \
+	  echo "nbval $$nb"; WIPPY_DATA_DIR=$$(mktemp -d) $(PY) -m pytest --nbval $$nb --nbval-kernel-name wippy || exit 1; \
+	done
 
 ## check: the quick inner loop (no slow tests, stop at the first failure)
 check: $(STAMP) lint typecheck
 	$(PY) -m pytest -m "not slow" -x -q $(PYTEST_ARGS)
-	WIPPY_DATA_DIR=$$(mktemp -d) $(PY) -m pytest --nbval notebooks/ --nbval-kernel-name wippy -x -q
+	@for nb in notebooks/*.ipynb; do \
+	  WIPPY_DATA_DIR=$$(mktemp -d) $(PY) -m pytest --nbval $$nb --nbval-kernel-name wippy -x -q || exit 1; \
+	done
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

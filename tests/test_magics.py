@@ -372,5 +372,6 @@ def test_data_dir_follows_api_md(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 
 def test_entries_from_cells_get_every_module(ip: InteractiveShell, node: Node) -> None:
     """An entry defined with %%lua --entry has registry and funcs, as API.md says for cells."""
-    run(ip, "%%lua --entry test.magics:modules\nreturn { main = function() return registry ~= nil and funcs ~= nil end }")
+    run(ip, "%%lua --entry test.magics:modules\n"
+            "return { main = function() return registry ~= nil and funcs ~= nil end }")
     assert node.exec("test.magics:modules", timeout=5) is True
