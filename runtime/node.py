@@ -25,7 +25,7 @@ from .errors import EntryError, HostError, LuaError, ProcessError, ProcessExited
 from .host import Host, HostContext, HostOptions, _pair, _s
 from .mailbox import Event, Mailbox, Message
 from .payload import check_plain, from_lua, to_lua
-from .registry import ChangeSet, Registry
+from .registry import ChangeSet, Registry, matches
 from .shell import Shell
 
 __all__ = ["DEFAULT_HOST", "HostStatistics", "Node", "NodeStatistics", "ProcessStatistics", "parse_pid"]
@@ -132,37 +132,6 @@ def _check_imports(cs: ChangeSet) -> None:
 def _entry_data(e: Entry) -> dict[str, Any]:
     """An entry as the Lua registry module hands it out: {id, kind, meta, data}."""
     return {"id": e.id, "kind": e.kind, "meta": dict(e.meta), "data": dict(e.data)}
-
-
-def _field_matches(value: Any, wanted: Any) -> bool:
-    """API.md's filter values: ``~`` regex, ``*`` contains, ``^`` prefix, ``$`` suffix, else equality."""
-    if isinstance(wanted, str) and wanted[:1] in ("~", "*", "^", "$") and len(wanted) > 1:
-        if value is None:
-            return False
-        text, op, arg = str(value), wanted[0], wanted[1:]
-        if op == "~":
-            try:
-                return re.search(arg, text) is not None
-            except re.error as exc:
-                raise EntryError(f"registry.find: bad regular expression {arg!r}: {exc}") from None
-        return {"*": arg in text, "^": text.startswith(arg), "$": text.endswith(arg)}[op]
-    return bool(value == wanted)
-
-
-def _matches(e: Entry, flt: dict[str, Any]) -> bool:
-    """Does entry ``e`` match a registry.find filter ({".kind": ..., "meta.type": ...})?"""
-    roots = {".kind": e.kind, ".ns": e.namespace, ".name": e.name, ".id": e.id}
-    for key, wanted in flt.items():
-        value: Any
-        if key in roots:
-            value = roots[key]
-        elif isinstance(key, str) and key.startswith("meta."):
-            value = e.meta.get(key[5:])
-        else:
-            raise EntryError(f"registry.find: unknown filter key {key!r} (keys: .kind .ns .name .id meta.<field>)")
-        if not _field_matches(value, wanted):
-            return False
-    return True
 
 
 def _default_output(pid: str, text: str) -> None:
@@ -338,7 +307,7 @@ class Node:
             return _entry_data(reg.require(str(arg)))
         if op == "find":
             where: dict[str, Any] = arg if isinstance(arg, dict) else {}
-            return [_entry_data(e) for e in sorted(reg.entries(), key=lambda e: e.id) if _matches(e, where)]
+            return [_entry_data(e) for e in reg.find(where)]
         if op == "subscribe":
             pid, raw = [*arg, None][:2] if isinstance(arg, list) else (None, None)
             flt: dict[str, Any] = raw if isinstance(raw, dict) else {}
@@ -361,7 +330,7 @@ class Node:
             args = arg if isinstance(arg, list) else [arg]
             entries = reg.version_entries(int(args[0])).values()
             flt = args[1] if len(args) > 1 and isinstance(args[1], dict) else {}
-            return [_entry_data(e) for e in sorted(entries, key=lambda e: e.id) if _matches(e, flt)]
+            return [_entry_data(e) for e in sorted(entries, key=lambda e: e.id) if matches(e, flt)]
         if op == "apply":
             return self._apply_from_lua(arg)
         if op == "apply_version":
@@ -404,7 +373,7 @@ class Node:
             changes = self.entries.version_changes(v)
             for sub_id, (pid, flt) in subs:
                 matched = [{"op": c.op, "id": c.id, "kind": c.kind} for c in changes
-                           if _matches(c.after or c.before, flt)]  # type: ignore[arg-type]  # one is set
+                           if matches(c.after or c.before, flt)]  # type: ignore[arg-type]  # one is set
                 target = self.hosts.get(parse_pid(pid)[0]) if matched else None
                 if target is not None and target.running:
                     target.post("registry_event", pid, sub_id, {"version": v, "changes": matched})

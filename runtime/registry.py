@@ -33,6 +33,7 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import json
+import re
 import sqlite3
 import threading
 import time
@@ -295,6 +296,38 @@ class Changes:
         return len(self._ops)
 
 
+def _field_matches(value: Any, wanted: Any) -> bool:
+    """API.md's filter values: ``~`` regex, ``*`` contains, ``^`` prefix, ``$`` suffix, else equality."""
+    if isinstance(wanted, str) and wanted[:1] in ("~", "*", "^", "$") and len(wanted) > 1:
+        if value is None:
+            return False
+        text, op, arg = str(value), wanted[0], wanted[1:]
+        if op == "~":
+            try:
+                return re.search(arg, text) is not None
+            except re.error as exc:
+                raise EntryError(f"find: bad regular expression {arg!r}: {exc}") from None
+        return {"*": arg in text, "^": text.startswith(arg), "$": text.endswith(arg)}[op]
+    return bool(value == wanted)
+
+
+def matches(e: Entry, flt: Mapping[str, Any]) -> bool:
+    """Does entry ``e`` match a find filter (API.md: ``{".kind": ..., "meta.type": "~tool"}``)?"""
+    roots = {".kind": e.kind, ".ns": e.namespace, ".name": e.name, ".id": e.id}
+    for key, wanted in flt.items():
+        value: Any
+        if key in roots:
+            value = roots[key]
+        elif isinstance(key, str) and key.startswith("meta."):
+            value = e.meta.get(key[5:])
+        else:
+            raise EntryError(f"find: unknown filter key {key!r} (keys: .kind .ns .name .id meta.<field>)")
+        if not _field_matches(value, wanted):
+            return False
+    return True
+
+
+
 # ---------------------------------------------------------------------------------------------- registry
 class Registry:
     """The node's entries, versioned; in memory, or persisted in SQLite at ``path``. Thread-safe.
@@ -467,6 +500,11 @@ class Registry:
             self._subscribers.append(notify)
 
     # ------------------------------------------------------------------ transactions
+    def find(self, flt: Mapping[str, Any] | None = None) -> list[Entry]:
+        """Entries matching a filter with API.md's syntax (root keys ``.kind .ns .name .id``, ``meta.x``;
+        values with ``~`` regex, ``*`` contains, ``^`` prefix, ``$`` suffix), sorted by ID. Any thread."""
+        return [e for e in sorted(self.entries(), key=lambda e: e.id) if matches(e, flt or {})]
+
     def changes(self) -> Changes:
         """A new transaction builder (any thread; use it from one thread)."""
         return Changes(self)

@@ -155,3 +155,11 @@ def test_change_subscription_with_a_bad_filter(shell: Shell) -> None:
     """A filter with an unknown key is refused when subscribing."""
     err = shell.run("local ch, err = registry.changes({colour = 'red'}) return err").value
     assert "unknown filter key 'colour'" in err
+
+
+def test_find_from_python(shell: Shell) -> None:
+    """node.registry.find takes the same filters as Lua's registry.find."""
+    reg = shell.node.registry
+    assert [e.id for e in reg.find({"meta.type": "tool"})] == ["app.tools:calc", "app.tools:search"]
+    assert [e.id for e in reg.find({".kind": "registry.entry", "meta.type": "^conf"})] == ["app.config:settings"]
+    assert len(reg.find()) == 3
