@@ -24,7 +24,7 @@ def load_ipython_extension(ipython: Any) -> None:
     """
     from .lua import LuaMagics, install_error_display
     from .process import ProcessMagics
-    from .registry import RegistryMagics
+    from .registry import RegistryMagics, show_watch_reports
 
     n = node()
     # Start the shell process now, while nothing else runs: Node.shell() waits on its host while holding
@@ -33,6 +33,7 @@ def load_ipython_extension(ipython: Any) -> None:
     ipython.register_magics(LuaMagics, ProcessMagics)
     ipython.register_magics(RegistryMagics)
     install_error_display(ipython)
+    ipython.events.register("pre_run_cell", lambda *_: show_watch_reports())
     ipython.push({"node": n})
 
 

@@ -434,6 +434,7 @@ class RegistryMagics(Magics):
         except OSError as exc:
             raise _fail("watch", f"cannot watch {directory}: {exc.strerror or exc}") from None
         WATCHERS[directory] = watcher
+        _shown[directory] = len([m for m in watcher.messages if m.startswith(("[applied]", "[error]"))])
         print(f"watching {directory} (version {version})")
         return None
 
@@ -449,6 +450,27 @@ class RegistryMagics(Magics):
             print(f"stopped watching {directory}")
         if not chosen:
             print("no watched trees")
+
+
+_shown: dict[str, int] = {}  # directory -> how many of its watcher's reports cells have shown
+
+
+def show_watch_reports() -> None:
+    """Print what the watchers applied or refused since the last cell (an IPython pre_run_cell hook).
+
+    A watcher works on its own threads, which cannot print into a cell; so the next cell the user runs
+    starts with the news: ``wippy watch DIR: refused: FILE:LINE: ...``. Runs on the cell's thread.
+    """
+    for directory, watcher in sorted(WATCHERS.items()):
+        reports = [m for m in watcher.messages if m.startswith(("[applied]", "[error]"))]
+        seen = _shown.get(directory, 0)
+        if seen > len(reports):  # the deque dropped old lines: show the newest
+            seen = 0
+        for line in reports[seen:]:
+            kind, _, message = line.partition("] ")
+            word = "refused" if kind == "[error" else "applied"
+            print(f"wippy watch {directory}: {word}: {message}")
+        _shown[directory] = len(reports)
 
 
 def stop_watchers() -> None:

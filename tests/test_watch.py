@@ -296,6 +296,25 @@ def test_registry_watch_magics(ip: InteractiveShell, tmp_path: Path, capsys: pyt
     assert node.registry.version == 2
 
 
+def test_watch_reports_reach_the_next_cell(ip: InteractiveShell, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """What a watcher applied or refused in the background is printed at the start of the next cell."""
+    node = wippy.magics.node()
+    node.registry.reset()
+    tree = make_tree(tmp_path / "tree")
+    assert ip.run_cell(f"%registry watch {tree}", store_history=False).success
+    watcher = WATCHERS[str(tree)]
+    (tree / "app" / "helper.lua").write_text("return {\n")
+    wait_until(lambda: watcher.last_error is not None)
+    capsys.readouterr()
+    assert ip.run_cell("1 + 1", store_history=False).success
+    out = capsys.readouterr().out
+    assert f"wippy watch {tree}: refused: " in out and "helper.lua:" in out
+    assert ip.run_cell("2 + 2", store_history=False).success
+    assert "wippy watch" not in capsys.readouterr().out   # shown once
+    assert ip.run_cell(f"%registry unwatch {tree}", store_history=False).success
+
+
 # ---------------------------------------------------------------------------------------------- the CLI
 def start_cli(tree: Path, *args: str) -> subprocess.Popen[str]:
     """`wippy run TREE ARGS` in the background, with a data directory of its own beside the tree."""
