@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -55,3 +57,19 @@ def run_lua(node: Node) -> RunLua:
         return node.exec(entry, *args, host=host, timeout=timeout)
 
     return run
+
+
+@contextlib.contextmanager
+def magics_shell(data: Path) -> Iterator[Any]:
+    """An IPython InteractiveShell with `%load_ext wippy.magics` (which starts a node of its own, with
+    its data directory at ``data``); unloaded afterwards, which stops watchers and that node."""
+    import wippy.magics
+    from IPython.core.interactiveshell import InteractiveShell
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WIPPY_DATA_DIR", str(data))
+        wippy.magics.set_node(None)
+        shell = InteractiveShell.instance()
+        shell.run_line_magic("load_ext", "wippy.magics")
+        yield shell
+        shell.run_line_magic("unload_ext", "wippy.magics")

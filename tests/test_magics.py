@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import wippy.magics
+from conftest import magics_shell
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import ExecutionResult, InteractiveShell
 from wippy.magics.lua import LuaValue
@@ -37,17 +38,11 @@ end }
 @pytest.fixture(scope="module")
 def ip(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InteractiveShell]:
     """An InteractiveShell with `%load_ext wippy.magics`, which starts a node of its own."""
-    data = tmp_path_factory.mktemp("wippy-data")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("WIPPY_DATA_DIR", str(data))
-        wippy.magics.set_node(None)
-        shell = InteractiveShell.instance()
-        shell.run_line_magic("load_ext", "wippy.magics")
+    with magics_shell(tmp_path_factory.mktemp("wippy-data")) as shell:
         n = wippy.magics.node()
         n.define("test.magics:reporter", "process.lua", source=REPORTER)
         yield shell
-        shell.run_line_magic("unload_ext", "wippy.magics")
-        assert not n.started  # the extension started it, so unloading stopped it
+    assert not n.started  # the extension started it, so unloading stopped it
 
 
 @pytest.fixture

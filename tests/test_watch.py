@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 import wippy.magics
+from conftest import magics_shell
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
-from wippy.magics.registry import WATCHERS, stop_watchers
+from wippy.magics.registry import WATCHERS
 from wippy.runtime import Node, TreeError
 from wippy.runtime.mailbox import Mailbox
 from wippy.runtime.watch import TreeWatcher, relevant_path
@@ -255,15 +256,8 @@ def test_editor_temporaries_are_ignored() -> None:
 @pytest.fixture(scope="module")
 def ip(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InteractiveShell]:
     """An InteractiveShell with `%load_ext wippy.magics` (a node of its own, in a temporary data dir)."""
-    data = tmp_path_factory.mktemp("wippy-data")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("WIPPY_DATA_DIR", str(data))
-        wippy.magics.set_node(None)
-        shell = InteractiveShell.instance()
-        shell.run_line_magic("load_ext", "wippy.magics")
+    with magics_shell(tmp_path_factory.mktemp("wippy-data")) as shell:
         yield shell
-        stop_watchers()
-        shell.run_line_magic("unload_ext", "wippy.magics")
 
 
 def test_registry_watch_magics(ip: InteractiveShell, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
