@@ -73,3 +73,18 @@ def magics_shell(data: Path) -> Iterator[Any]:
         shell.run_line_magic("load_ext", "wippy.magics")
         yield shell
         shell.run_line_magic("unload_ext", "wippy.magics")
+
+
+def usage_error(ip: Any, cell: str, capsys: pytest.CaptureFixture[str], one_line: bool = False) -> str:
+    """Run a cell that must fail with a UsageError; return its message (shown alone, no traceback)."""
+    from IPython.core.error import UsageError
+
+    capsys.readouterr()
+    res = ip.run_cell(cell, store_history=False)
+    assert isinstance(res.error_in_exec, UsageError), res.error_in_exec
+    out = capsys.readouterr()
+    assert out.err == f"UsageError: {res.error_in_exec}\n"
+    assert "Traceback" not in out.out + out.err
+    if one_line:
+        assert "\n" not in str(res.error_in_exec)
+    return str(res.error_in_exec)

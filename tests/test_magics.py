@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 import wippy.magics
-from conftest import magics_shell
-from IPython.core.error import UsageError
+from conftest import magics_shell, usage_error
 from IPython.core.interactiveshell import ExecutionResult, InteractiveShell
 from wippy.magics.lua import LuaValue
 from wippy.magics.process import ProcessTable
@@ -61,15 +60,6 @@ def run(ip: InteractiveShell, cell: str) -> ExecutionResult:
     return ip.run_cell(cell, store_history=False)
 
 
-def usage_error(ip: InteractiveShell, cell: str, capsys: pytest.CaptureFixture[str]) -> str:
-    """Run a cell that must fail with a UsageError; return its message (shown alone, no traceback)."""
-    capsys.readouterr()
-    res = run(ip, cell)
-    assert isinstance(res.error_in_exec, UsageError), res.error_in_exec
-    out = capsys.readouterr()
-    assert out.err == f"UsageError: {res.error_in_exec}\n"
-    assert "Traceback" not in out.out + out.err
-    return str(res.error_in_exec)
 
 
 def spawn_reporter(ip: InteractiveShell, probe: Mailbox, args: str = "") -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import wippy.magics
 from conftest import magics_shell
-from IPython.core.error import UsageError
+from conftest import usage_error as shared_usage_error
 from IPython.core.interactiveshell import ExecutionResult, InteractiveShell
 from wippy.magics.registry import EntryText, RegistryDiff, Table
 from wippy.runtime import Node, Registry
@@ -70,15 +70,8 @@ def ok(ip: InteractiveShell, cell: str) -> object:
 
 
 def usage_error(ip: InteractiveShell, cell: str, capsys: pytest.CaptureFixture[str]) -> str:
-    """Run a cell that must fail with a UsageError; return its message (shown alone, no traceback)."""
-    capsys.readouterr()
-    res = run(ip, cell)
-    assert isinstance(res.error_in_exec, UsageError), res.error_in_exec
-    out = capsys.readouterr()
-    assert out.err == f"UsageError: {res.error_in_exec}\n"
-    assert "Traceback" not in out.out + out.err
-    assert "\n" not in str(res.error_in_exec)
-    return str(res.error_in_exec)
+    """A UsageError cell whose message is one line (see conftest.usage_error)."""
+    return shared_usage_error(ip, cell, capsys, one_line=True)
 
 
 def cell(ip: InteractiveShell, text: str, line: str = "") -> str:
