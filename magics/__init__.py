@@ -1,7 +1,8 @@
 """wippy.magics: IPython magics for the runtime.
 
-``%%lua`` / ``%lua`` (magics/lua.py) and ``%ps``, ``%spawn``, ``%send``, ``%kill``, ``%cancel``, ``%logs``
-(magics/process.py). The Wippy kernel loads them itself, sharing its node; in any other IPython kernel,
+``%%lua`` / ``%lua`` (magics/lua.py), ``%ps``, ``%spawn``, ``%send``, ``%kill``, ``%cancel``, ``%logs``
+(magics/process.py), ``%registry`` (magics/registry.py) and ``%tree`` (magics/supervision.py). The Wippy
+kernel loads them itself, sharing its node; in any other IPython kernel,
 ``%load_ext wippy.magics`` loads them and starts a node of its own. Either way the node is
 :func:`node` here and ``node`` in the user namespace.
 
@@ -25,13 +26,14 @@ def load_ipython_extension(ipython: Any) -> None:
     from .lua import LuaMagics, install_error_display
     from .process import ProcessMagics
     from .registry import RegistryMagics, show_watch_reports
+    from .supervision import SupervisionMagics
 
     n = node()
     # Start the shell process now, while nothing else runs: Node.shell() waits on its host while holding
     # the node's lock, which a host thread reporting an exit or a print at that moment would also need.
     n.shell()
     ipython.register_magics(LuaMagics, ProcessMagics)
-    ipython.register_magics(RegistryMagics)
+    ipython.register_magics(RegistryMagics, SupervisionMagics)
     install_error_display(ipython)
     ipython.events.register("pre_run_cell", lambda *_: show_watch_reports())
     ipython.push({"node": n})

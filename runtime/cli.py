@@ -79,6 +79,11 @@ def run(args: argparse.Namespace) -> int:
                 h.start()
     except WippyError as exc:
         return _fail(str(exc))
+    if node.supervision.problems:
+        # a required service (or an auto-started supervisor) could not start: the app cannot run
+        problems = "; ".join(node.supervision.problems)
+        node.stop(grace=1.0)
+        return _fail(f"cannot start {tree}: {problems}", 1)
 
     stop = threading.Event()
     interrupted = {"n": 0}

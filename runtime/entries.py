@@ -19,7 +19,7 @@ LUA_KINDS = frozenset({"process.lua", "function.lua", "library.lua", "workflow.l
 KINDS = LUA_KINDS | frozenset(
     {"process.host", "process.service", "process.supervisor", "registry.entry"}
 )
-MODULES = frozenset({"process", "channel", "time", "json", "logger", "ctx", "registry", "funcs"})
+MODULES = frozenset({"process", "channel", "time", "json", "logger", "ctx", "registry", "funcs", "supervisor"})
 
 _ID = re.compile(r"^[A-Za-z_][\w\-]*(\.[A-Za-z_][\w\-]*)*:[A-Za-z_][\w\-.]*$")
 

@@ -11,6 +11,7 @@
     │   └── ProcessExited          a process awaited by exec() ended abnormally
     ├── PayloadError               a value cannot be copied into a message
     ├── LuaError                   Lua source does not compile or raised while loading
+    ├── SupervisionError           a supervisor or service cannot start, or is unknown to the tree
     └── Timeout                    a wait on the runtime ran out of time
 
 Messages name the thing, the likely cause and what to do instead, e.g.
@@ -27,6 +28,7 @@ __all__ = [
     "ProcessError",
     "ProcessExited",
     "RegistryStoreError",
+    "SupervisionError",
     "Timeout",
     "TreeError",
     "WippyError",
@@ -96,5 +98,98 @@ class LuaError(WippyError):
     """Lua source failed to compile, or Lua code raised while the runtime ran it for Python."""
 
 
+class SupervisionError(WippyError):
+    """A supervisor or service cannot start (a child or a required service failed to), is already
+    running, or is not in the tree. Bad specs are :class:`EntryError` instead, naming the field."""
+
+
 class Timeout(WippyError, TimeoutError):
     """A wait on the runtime (receive, exec, a host call) ran out of time."""
+
+
+# ------------------------------------------------------------------------------------- workflow store
+# Added with runtime/workflow_store.py. Their branch of the tree above (to fold into it):
+#
+#     └── StoreError                 the workflow store failed (disk, connection, ...)
+#         ├── StoreOpenError         it cannot be opened: bad path, not a store, unreachable server, scheme
+#         ├── UnknownWorkflow        no workflow has this ID (also a LookupError)
+#         ├── WorkflowFinished       the workflow has finished: no more steps, signals or finish
+#         ├── JournalConflict        a step is not exactly the next one: a gap, or a duplicate (a race)
+#         │   └── LeaseLost          another node owns the workflow now (its lease was claimed)
+#         └── CorruptJournal         a stored row cannot be read back; it is left as it is
+
+__all__ += [
+    "CorruptJournal",
+    "JournalConflict",
+    "LeaseLost",
+    "StoreError",
+    "StoreOpenError",
+    "UnknownWorkflow",
+    "WorkflowFinished",
+]
+
+
+class StoreError(WippyError):
+    """The durable-workflow store failed: a write or read did not go through (disk full, connection lost,
+    locked for longer than the busy timeout). Its subclasses are the failures a caller can act on.
+
+    ``location`` is the store's file, or its URL without the password; ``workflow_id`` and ``seq`` locate
+    the workflow and the journal step (or signal) concerned, when there is one.
+    """
+
+    def __init__(
+        self, message: str, location: str | None = None, workflow_id: str | None = None, seq: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.location = location
+        self.workflow_id = workflow_id
+        self.seq = seq
+
+
+class StoreOpenError(StoreError):
+    """The store cannot be opened: a path whose directory is missing or is a directory, a file that is not
+    a store, a server that cannot be reached or refuses the login, an unknown URL scheme, a store written
+    by another schema version. Raised by ``open_store`` only; nothing is created or changed."""
+
+
+class UnknownWorkflow(StoreError, LookupError):
+    """No workflow has this ID in the store (a signal, a journal read, a finish or a claim named it)."""
+
+
+class WorkflowFinished(StoreError):
+    """The workflow has already finished (``status`` is completed, failed or cancelled): it takes no more
+    journal steps, signals, claims, and cannot finish twice."""
+
+    def __init__(self, message: str, location: str | None, workflow_id: str, status: str) -> None:
+        super().__init__(message, location, workflow_id)
+        self.status = status
+
+
+class JournalConflict(StoreError):
+    """An appended step is not exactly the next one: ``seq`` would leave a gap, or a step with that
+    ``seq`` is already in the journal, which means another node or process is running the same workflow.
+    The journal is never overwritten; ``steps`` is how many steps it held when the append was refused."""
+
+    def __init__(
+        self, message: str, location: str | None, workflow_id: str, seq: int | None, steps: int | None
+    ) -> None:
+        super().__init__(message, location, workflow_id, seq)
+        self.steps = steps
+
+
+class LeaseLost(JournalConflict):
+    """A write that named its node (``node_id=``) was refused because the workflow is owned by another
+    node now (``owner``; None once released): this node's lease expired and was claimed. Stop running the
+    workflow here."""
+
+    def __init__(
+        self, message: str, location: str | None, workflow_id: str, seq: int | None, owner: str | None
+    ) -> None:
+        super().__init__(message, location, workflow_id, seq, None)
+        self.owner = owner
+
+
+class CorruptJournal(StoreError):
+    """A stored row cannot be read back (a value that does not decode, a missing step, a field of the wrong
+    type), e.g. after an edit by hand. ``workflow_id`` and ``seq`` name the row (``seq`` is None for the
+    workflow's own record); the row is left as it is: nothing is overwritten or skipped."""

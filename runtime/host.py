@@ -267,6 +267,12 @@ class Host:
             except Exception as exc:  # a refusal is an error value for Lua, not a crash
                 return None, _b(f"registry.{_s(op)}: {exc}")
 
+        def supervisor(op: bytes, caller: bytes, arg: Any) -> tuple[Any, bytes | None]:
+            try:
+                return to_lua(lua, node.supervision.lua_call(_s(op), _s(caller), from_lua(arg))), None
+            except Exception as exc:  # a refused spec is an error value for Lua, not a crash
+                return None, _b(f"supervisor.{_s(op)}: {exc}")
+
         def exited(pid: bytes, reason: bytes, error: Any) -> None:
             node._on_exit(_s(pid), _s(reason), _s(error) if error is not None else None)
 
@@ -295,6 +301,7 @@ class Host:
             b"exited": exited,
             b"headroom": lambda: room(0),
             b"registry": roomy(registry),
+            b"supervisor": roomy(supervisor),
             b"cell_begin": node._cell_begin,
             b"cell_done": node._cell_done,
             b"shell_poll": node._shell_poll,
@@ -448,6 +455,9 @@ class Host:
             elif op == "registry_event":
                 _, dest, sub_id, ev = item
                 s.registry_event(_b(dest), sub_id, to_lua(lua, ev))
+            elif op == "reply":
+                _, dest, token, value = item
+                s.reply(_b(dest), token, to_lua(lua, value))
             elif op == "invalidate":
                 for entry_id in item[1]:
                     s.invalidate(_b(entry_id))

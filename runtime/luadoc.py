@@ -92,6 +92,15 @@ API: dict[str, dict[str, tuple[str, str]]] = {
     "funcs": {
         "call": ("funcs.call(id, ...) -> results | nil, err", "Call a function.lua entry."),
     },
+    "supervisor": {
+        "start": ("supervisor.start(spec | id) -> pid | nil, err",
+                  "Start a supervisor {id=, strategy=, max_restarts=, period=, children={...}} or a "
+                  "process.supervisor/process.service entry; returns once its children run."),
+        "stop": ("supervisor.stop(id | pid) -> true | nil, err", "Stop a top-level supervisor or service."),
+        "tree": ("supervisor.tree(root?) -> node", "The supervision tree {id, kind, status, pid, restarts, "
+                 "last_exit, children}."),
+        "children": ("supervisor.children(id | pid) -> {node...}", "A supervisor's children, in order."),
+    },
 }
 
 METHODS: dict[str, tuple[str, str]] = {

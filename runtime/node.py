@@ -27,6 +27,7 @@ from .mailbox import Event, Mailbox, Message
 from .payload import check_plain, from_lua, to_lua
 from .registry import ChangeSet, Registry, matches
 from .shell import Shell
+from .supervisor import Supervision
 
 __all__ = ["DEFAULT_HOST", "HostStatistics", "Node", "NodeStatistics", "ProcessStatistics", "parse_pid"]
 
@@ -188,6 +189,9 @@ class Node:
             if e.kind == "process.host" and e.id not in self.hosts:
                 self.hosts[e.id] = Host(self, e.id, HostOptions.from_mapping(e.data.get("host")))
         self._shell_lock = threading.Lock()
+        # services and supervisors (one thread, started with the node); a bad spec refuses its commit
+        self.supervision: Supervision = Supervision(self)
+        self.entries.add_validator(self.supervision.validator)
 
     # ------------------------------------------------------------------ lifecycle (any thread)
     def start(self) -> Node:
@@ -202,6 +206,9 @@ class Node:
         for h in hosts:
             if not h.running:
                 h.start()
+        # what auto-starts in the (restored or loaded) registry starts now, services in dependency order
+        self.supervision.start_thread()
+        self.supervision.boot()
         return self
 
     def __enter__(self) -> Node:
@@ -226,6 +233,8 @@ class Node:
 
     def stop(self, grace: float = 5.0) -> None:
         """Cancel every process, give them ``grace`` seconds, terminate the rest, stop the hosts."""
+        # supervisors and services first (children in reverse order), so nothing restarts what stops
+        self.supervision.shutdown(timeout=grace + 30.0)
         with self._lock:
             hosts = list(self.hosts.values())
             self.started = False
@@ -367,8 +376,12 @@ class Node:
             first = self._reg_notified + 1 if current >= self._reg_notified else current + 1
             self._reg_notified = current
             subs = list(self._reg_subs.items())
-        if not subs:
-            return
+        if subs:
+            self._notify_registry_subscribers(first, current, subs)
+        self.supervision.on_commit(ids)
+
+    def _notify_registry_subscribers(self, first: int, current: int,
+                                     subs: list[tuple[int, tuple[str, dict[str, Any]]]]) -> None:
         for v in range(first, current + 1):  # every version once, in order
             changes = self.entries.version_changes(v)
             for sub_id, (pid, flt) in subs:
@@ -543,13 +556,30 @@ class Node:
 
     def mailbox(self, name: str | None = None) -> Mailbox:
         """A Python-side process: its own PID, an inbox, events; close it when done."""
-        pid = f"{{{PYTHON_HOST}|0x{next(self._mailbox_ids):05x}}}"
-        mb = Mailbox(self, pid)
-        with self._lock:
-            self._mailboxes[pid] = mb
+        mb = Mailbox(self, self._new_python_pid())
+        self._attach_mailbox(mb)
         if name is not None:
-            self.register(name, pid)
+            self.register(name, mb.pid)
         return mb
+
+    def _new_python_pid(self) -> str:
+        """A PID for something that lives in Python (a mailbox, a supervisor). Any thread."""
+        return f"{{{PYTHON_HOST}|0x{next(self._mailbox_ids):05x}}}"
+
+    def _attach_mailbox(self, mb: Mailbox) -> None:
+        with self._lock:
+            self._mailboxes[mb.pid] = mb
+
+    def _on_host_thread(self) -> bool:
+        """Whether the calling thread is one of this node's hosts (which must never wait on them)."""
+        t = threading.current_thread()
+        return any(getattr(h, "_thread", None) is t for h in list(self.hosts.values()))
+
+    def _reply(self, pid: str, token: int, value: Any) -> None:
+        """Answer a Lua call that returned a token (``supervisor.start``): the process gets ``value``."""
+        h = self.hosts.get(parse_pid(pid)[0])
+        if h is not None and h.running:
+            h.post("reply", pid, token, value)
 
     def _mailbox_closed(self, pid: str) -> None:
         with self._lock:
@@ -560,7 +590,7 @@ class Node:
         """True while the process runs (asks its host)."""
         host, _ = parse_pid(pid)
         if host == PYTHON_HOST:
-            return pid in self._mailboxes
+            return pid in self._mailboxes or self.supervision.owns(pid)
         h = self.hosts.get(host)
         if h is None or not h.running:
             return False
@@ -751,6 +781,9 @@ class Node:
         if host == PYTHON_HOST:
             with self._lock:
                 mb = self._mailboxes.get(dest)
+            if mb is None and self.supervision.owns(dest):
+                self.supervision.control(op, dest, a, b, c)
+                return
             if mb is None:
                 if op == "send":
                     raise ProcessError(f"mailbox {dest} is closed")

@@ -1,0 +1,148 @@
+"""Supervision magics: ``%tree`` (the supervision tree).
+
+``%tree --text [ROOT]`` prints the tree as text; bare ``%tree [ROOT]`` shows the same snapshot drawn
+(an SVG picture with the text as its plain form, so a saved notebook, GitHub and nbval read it).
+
+Threads: the magic runs on the cell's thread and reads a snapshot (``node.supervision.tree``), which
+any thread may take. Wrong input raises :class:`~IPython.core.error.UsageError` (one line, no traceback).
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments
+from wippy.runtime import WippyError
+from wippy.runtime.supervisor_tree import TreeNode, render_text
+
+from .current import node
+from .usage import parse
+
+__all__ = ["STATUS_COLOURS", "SupervisionMagics", "TreeText", "tree_svg"]
+
+#: fill colours of the statuses (the live view uses the same)
+STATUS_COLOURS = {
+    "running": "#2e7d32",
+    "starting": "#1565c0",
+    "restarting": "#ef6c00",
+    "stopping": "#6d4c41",
+    "stopped": "#9e9e9e",
+    "failed": "#c62828",
+}
+
+
+def _strip_pids(n: TreeNode) -> TreeNode:
+    from dataclasses import replace
+
+    return replace(n, pid=None, children=tuple(_strip_pids(c) for c in n.children))
+
+
+class TreeText:
+    """A tree snapshot shown as text (text/plain) and as a picture (text/html, an inline SVG)."""
+
+    def __init__(self, tree: TreeNode, pids: bool = True, picture: bool = True) -> None:
+        self.tree = tree if pids else _strip_pids(tree)
+        self.picture = picture
+
+    def __repr__(self) -> str:
+        return render_text(self.tree)
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(repr(self))
+
+    def _repr_html_(self) -> str | None:
+        if not self.picture:
+            return None
+        return tree_svg(self.tree)
+
+
+def tree_svg(tree: TreeNode) -> str:
+    """Draw a snapshot as an SVG tree (top-down): one box a node, coloured by status, restart counts and
+    the last exit reason beside it (and in the hover title)."""
+    box_w, box_h, gap_x, gap_y = 150, 46, 18, 40
+    # leaves get consecutive columns; a parent sits above the middle of its children
+    pos: dict[int, tuple[float, int]] = {}
+    column = [0]
+
+    def place(n: TreeNode, depth: int) -> float:
+        if not n.children:
+            x = column[0]
+            column[0] += 1
+        else:
+            xs = [place(c, depth + 1) for c in n.children]
+            x = (xs[0] + xs[-1]) / 2
+        pos[id(n)] = (x, depth)
+        return x
+
+    place(tree, 0)
+    depth = max(d for _, d in pos.values())
+    width = max(1, column[0]) * (box_w + gap_x) + gap_x
+    height = (depth + 1) * (box_h + gap_y) + gap_y
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="wippy-tree" width="{width}" height="{height}" '
+             f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">']
+
+    def xy(n: TreeNode) -> tuple[float, float]:
+        x, d = pos[id(n)]
+        return gap_x + x * (box_w + gap_x), gap_y + d * (box_h + gap_y)
+
+    def edges(n: TreeNode) -> None:
+        x, y = xy(n)
+        for c in n.children:
+            cx, cy = xy(c)
+            parts.append(f'<line x1="{x + box_w / 2}" y1="{y + box_h}" x2="{cx + box_w / 2}" y2="{cy}" '
+                         'stroke="#888" stroke-width="1.2"/>')
+            edges(c)
+
+    def boxes(n: TreeNode) -> None:
+        x, y = xy(n)
+        colour = STATUS_COLOURS.get(n.status, "#607d8b")
+        title = f"{n.id} ({n.kind}) {n.status}"
+        if n.pid:
+            title += f" {n.pid}"
+        if n.last_exit:
+            title += f"\nlast exit: {n.last_exit}"
+        rx = 10 if n.kind in ("supervisor", "root") else 3
+        parts.append(f'<g class="wippy-node wippy-{html.escape(n.status)}" data-id="{html.escape(n.id)}">'
+                     f"<title>{html.escape(title)}</title>"
+                     f'<rect x="{x}" y="{y}" width="{box_w}" height="{box_h}" rx="{rx}" fill="{colour}" '
+                     'fill-opacity="0.15" stroke="' + colour + '" stroke-width="2"/>')
+        name = n.name if n.kind != "root" else "node"
+        parts.append(f'<text x="{x + 6}" y="{y + 15}" font-weight="bold">{html.escape(name[:22])}</text>')
+        sub = n.kind + (f" · {n.strategy}" if n.strategy else "") + (f" · {n.restart}" if n.restart else "")
+        parts.append(f'<text x="{x + 6}" y="{y + 28}" fill="#444">{html.escape(sub[:26])}</text>')
+        line3 = n.status + (f" · restarts {n.restarts}" if n.restarts else "")
+        parts.append(f'<text x="{x + 6}" y="{y + 40}" fill="{colour}">{html.escape(line3)}</text>')
+        if n.last_exit and n.status in ("failed", "restarting"):
+            parts.append(f'<text x="{x}" y="{y + box_h + 12}" fill="#c62828" font-size="9">'
+                         f"{html.escape(n.last_exit[:34])}</text>")
+        parts.append("</g>")
+        for c in n.children:
+            boxes(c)
+
+    edges(tree)
+    boxes(tree)
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+@magics_class
+class SupervisionMagics(Magics):
+    """The supervision tree from cells."""
+
+    @magic_arguments()
+    @argument("--text", action="store_true", help="plain text only (no picture)")
+    @argument("--no-pids", action="store_true", help="leave PIDs out (output that reads the same every run)")
+    @argument("root", metavar="ROOT", nargs="?", default=None,
+              help="a supervisor, service or child: its id or PID (default: the whole tree)")
+    @line_magic
+    def tree(self, line: str) -> TreeText:
+        """The supervision tree: every supervisor, service and worker with status, restarts, last exit."""
+        args = parse(self.tree, line, "%tree")
+        try:
+            snap = node().supervision.tree(args.root)
+        except WippyError as exc:
+            raise UsageError(f"%tree: {exc}") from None
+        return TreeText(snap, pids=not args.no_pids, picture=not args.text)
