@@ -7,7 +7,9 @@ PYTEST_ARGS ?=
 
 .PHONY: lab test check lint typecheck bench demo clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml scripts/ensure-chromium.sh
+	@# system packages the tests need (Debian's chromium for the browser tests); quick when present
+	bash scripts/ensure-chromium.sh
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
