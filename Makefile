@@ -7,9 +7,11 @@ PYTEST_ARGS ?=
 
 .PHONY: lab test check lint typecheck bench demo clean
 
-$(STAMP): pyproject.toml scripts/ensure-chromium.sh
-	@# system packages the tests need (Debian's chromium for the browser tests); quick when present
+$(STAMP): pyproject.toml scripts/ensure-chromium.sh scripts/ensure-postgres.sh
+	@# system packages the tests need (Debian's chromium for the browser tests, PostgreSQL for the
+	@# workflow stores); each is quick when already installed
 	bash scripts/ensure-chromium.sh
+	bash scripts/ensure-postgres.sh
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'

@@ -11,6 +11,9 @@ from typing import Any
 import pytest
 from wippy.runtime import FakeClock, Node
 
+# the throwaway PostgreSQL server (tests/pg_server.py): the `postgres_url` session fixture
+pytest_plugins = ["pg_server"]
+
 _ids = itertools.count(1)
 
 
