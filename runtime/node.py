@@ -787,6 +787,10 @@ class Node:
             if mb is None:
                 if op == "send":
                     raise ProcessError(f"mailbox {dest} is closed")
+                if op == "monitor" and a:
+                    # what has ended (a closed mailbox, a stopped supervisor) answers a monitor at once
+                    self._route("event", a, {"kind": "pid.exit", "from": dest, "result": {"error": "noproc"},
+                                             "reason": "noproc"}, None, None)
                 return
             if op == "send":
                 mb._put(Message(topic=b, sender=a, payload=c))

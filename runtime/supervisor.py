@@ -65,7 +65,10 @@ def _first_line(text: str | None) -> str:
 
 def _exit_text(reason: str, error: str | None) -> str:
     if error and reason not in ("normal", "cancelled"):
-        return f"{reason}: {_first_line(error)}" if reason != "error" else f"error: {_first_line(error)}"
+        first = _first_line(error)
+        if reason != "error" and (first == reason or first.startswith((reason + ":", reason + " "))):
+            return first   # "terminated: did not stop ...", not "terminated: terminated: did not stop ..."
+        return f"{reason}: {first}"
     return reason
 
 
@@ -555,7 +558,9 @@ class Supervision:
     def _reconcile(self, ids: frozenset[str] | None) -> None:
         reg = self.node.entries
         # 1. what runs from an entry that is gone or changed stops (dependents before what they need)
-        for item in reversed(list(self._root)):
+        with self._lock:
+            root = list(self._root)
+        for item in self._stop_order(root):
             source = getattr(item, "source", None)
             if source is None:
                 continue
@@ -630,10 +635,13 @@ class Supervision:
             if old is not None:
                 raise SupervisionError(f"'{item.id}' is already running in the tree (stop it first, or "
                                        "commit a change to its entry to restart it)")
+        # a service's requirements start first, and come before it in the root (the stop order reverses it)
+        missing = self._start_requirements(item) if isinstance(item, _Service) else None
+        with self._lock:
             self._root.append(item)
         self._set(item, "starting", kind="added")
         if isinstance(item, _Service):
-            ok = self._start_service_top(item)
+            ok = self._start_service_top(item, missing)
         else:
             assert isinstance(item, _Sup)
             ok = self._start_sup(item, initial=True)
@@ -646,43 +654,78 @@ class Supervision:
             item = next((i for i in self._root if key in (i.id, i.pid)), None)
         if item is None:
             raise SupervisionError(f"no top-level supervisor or service '{key}' (see %tree --text)")
-        # services that require this one stop first
-        if isinstance(item, _Service):
-            for other in reversed(list(self._root)):
-                if isinstance(other, _Service) and item.id in other.spec.requires and other.status != "stopped":
-                    self._stop_item(other, "cancelled")
-        self._stop_item(item, "cancelled")
+        # services that require this one, directly or through others, stop first
+        needed = {item.id}
+        with self._lock:
+            root = list(self._root)
+        grew = isinstance(item, _Service)
+        while grew:
+            grew = False
+            for other in root:
+                if isinstance(other, _Service) and other.id not in needed and needed & set(other.spec.requires):
+                    needed.add(other.id)
+                    grew = True
+        for other in self._stop_order([i for i in root if i.id in needed]):
+            self._stop_item(other, "cancelled")
         with self._lock:
             if item in self._root:
                 self._root.remove(item)
         self._set(item, "stopped", kind="removed")
 
     def _stop_all(self) -> None:
-        for item in reversed(list(self._root)):
+        with self._lock:
+            root = list(self._root)
+        for item in self._stop_order(root):
             self._stop_item(item, "cancelled")
 
+    @staticmethod
+    def _stop_order(items: list[_Item]) -> list[_Item]:
+        """The order to stop top-level items in: the reverse of their start order, except that a service
+        always stops before those it requires (a restarted requirement may have started after it)."""
+        out: list[_Item] = []
+        done: set[str] = set()
+
+        def visit(it: _Item) -> None:
+            if it.id in done:
+                return
+            done.add(it.id)
+            for other in reversed(items):
+                if isinstance(other, _Service) and it.id in other.spec.requires:
+                    visit(other)
+            out.append(it)
+
+        for it in reversed(items):
+            visit(it)
+        return out
+
     # ------------------------------------------------------------------ services
-    def _start_service_top(self, svc: _Service) -> bool:
-        """Start a top-level service after its requirements (started here too if they do not run)."""
+    def _start_requirements(self, svc: _Service) -> str | None:
+        """Start what a top-level service requires, if it does not run (an ended one starts again);
+        returns the first required service that is not running, or None."""
         for r in svc.spec.requires:
             with self._lock:
                 dep = next((i for i in self._root if i.id == r), None)
-            if dep is None:
+            if dep is None or dep.status in ("stopped", "failed"):
                 try:
                     self._start_top(self._prepare(r))
-                    with self._lock:
-                        dep = next((i for i in self._root if i.id == r), None)
                 except WippyError as exc:
-                    dep = None
                     self._problem(f"{r} (required by {svc.id}): {exc}")
+                with self._lock:
+                    dep = next((i for i in self._root if i.id == r), None)
             if dep is None or dep.status not in ("running", "restarting"):
                 required = dep is None or (isinstance(dep, _Service) and dep.spec.startup == "required")
                 if required:
-                    text = f"required service {r} is not running"
-                    self._set(svc, "failed", reason=text, last_exit=text)
-                    if svc.spec.startup == "required":
-                        self._problem(f"{svc.id}: {text}")
-                    return False
+                    return r
+        return None
+
+    def _start_service_top(self, svc: _Service, missing: str | None) -> bool:
+        """Start a top-level service whose requirements were started (``missing``: one that is not)."""
+        if missing is not None:
+            text = f"required service {missing} is not running"
+            self._set(svc, "failed", reason=text, last_exit=text)
+            if svc.spec.startup == "required":
+                self._problem(f"{svc.id}: {text}")
+            return False
         return self._start_service(svc, first=True)
 
     def _start_service(self, svc: _Service, first: bool) -> bool:
@@ -916,13 +959,14 @@ class Supervision:
             links = set(sup.links)
             sup.watchers.clear()
             sup.links.clear()
-        result: dict[str, Any] = {"error": text} if reason not in ("normal", "cancelled") else {"value": None}
+        abnormal = reason not in ("normal", "cancelled")
+        result: dict[str, Any] = {"error": text or reason} if abnormal else {"value": None}
         for w, kind in watchers.items():
             ev: dict[str, Any] = {"kind": "pid.exit", "from": pid, "result": result, "reason": reason}
             if kind == "exec":
                 ev["exec"] = True
             self._route("event", w, ev, None, None)
-        if reason not in ("normal", "cancelled"):
+        if abnormal:
             for other in links:
                 self._route("link_down", other, pid, result, reason)
 
@@ -936,8 +980,8 @@ class Supervision:
     def _stop_item(self, item: _Item, reason: str) -> None:
         """Stop one node (a supervisor: its children last first). Waits for the exits."""
         if isinstance(item, _Sup):
-            if item.status in ("stopped", "failed") and item.pid is None:
-                return
+            if item.status in ("stopped", "failed"):
+                return   # it ended already (its children with it): a failed one stays failed
             self._set(item, "stopping")
             for c in reversed(item.children):
                 self._stop_item(c, reason)
@@ -1015,10 +1059,13 @@ class Supervision:
     def _settle_host(self, host: str, timeout: float) -> None:
         h = self.node.hosts.get(host)
         if h is not None and h.running:
-            try:
-                h.call(lambda ctx: None, timeout=max(timeout, 0.1))
-            except WippyError:
-                pass
+            # the first call returns once the host took the spawn off its queue, the second once it ran
+            # the new process's first steps
+            for _ in range(2):
+                try:
+                    h.call(lambda ctx: None, timeout=max(timeout, 0.1))
+                except WippyError:
+                    return
 
     # ------------------------------------------------------------------ a supervisor's PID (any thread)
     def owns(self, pid: str) -> bool:
