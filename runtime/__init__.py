@@ -9,38 +9,54 @@ from __future__ import annotations
 from .clock import Clock, FakeClock
 from .entries import Entry
 from .errors import (
+    CorruptJournal,
     EntryError,
     HostError,
+    JournalConflict,
+    LeaseLost,
     LuaError,
     PayloadError,
     ProcessError,
     ProcessExited,
     RegistryStoreError,
+    StoreError,
+    StoreOpenError,
     Timeout,
     TreeError,
+    UnknownWorkflow,
     WippyError,
+    WorkflowFailed,
+    WorkflowFinished,
 )
+from .events import EventBus, RuntimeEvent, Subscription
 from .host import Host, HostContext, HostOptions
 from .mailbox import Event, Mailbox, Message
 from .node import DEFAULT_HOST, HostStatistics, Node, NodeStatistics, ProcessStatistics, parse_pid
 from .registry import Change, Registry, Version
 from .shell import CellResult, Shell
 from .tree import load_tree
+from .workflow import HistoryStep, RetryPolicy, Workflows
+from .workflow_store import WorkflowRecord, WorkflowStore, open_store
 
 __all__ = [
     "DEFAULT_HOST",
     "CellResult",
     "Change",
     "Clock",
+    "CorruptJournal",
     "Entry",
     "EntryError",
     "Event",
+    "EventBus",
     "FakeClock",
+    "HistoryStep",
     "Host",
     "HostContext",
     "HostError",
     "HostOptions",
     "HostStatistics",
+    "JournalConflict",
+    "LeaseLost",
     "LuaError",
     "Mailbox",
     "Message",
@@ -52,11 +68,23 @@ __all__ = [
     "ProcessStatistics",
     "Registry",
     "RegistryStoreError",
+    "RetryPolicy",
+    "RuntimeEvent",
     "Shell",
+    "StoreError",
+    "StoreOpenError",
+    "Subscription",
     "Timeout",
     "TreeError",
+    "UnknownWorkflow",
     "Version",
     "WippyError",
+    "WorkflowFailed",
+    "WorkflowFinished",
+    "WorkflowRecord",
+    "WorkflowStore",
+    "Workflows",
     "load_tree",
+    "open_store",
     "parse_pid",
 ]

@@ -19,7 +19,9 @@ LUA_KINDS = frozenset({"process.lua", "function.lua", "library.lua", "workflow.l
 KINDS = LUA_KINDS | frozenset(
     {"process.host", "process.service", "process.supervisor", "registry.entry"}
 )
-MODULES = frozenset({"process", "channel", "time", "json", "logger", "ctx", "registry", "funcs", "supervisor"})
+MODULES = frozenset(
+    {"process", "channel", "time", "json", "logger", "ctx", "registry", "funcs", "supervisor", "workflow", "uuid"}
+)
 
 _ID = re.compile(r"^[A-Za-z_][\w\-]*(\.[A-Za-z_][\w\-]*)*:[A-Za-z_][\w\-.]*$")
 
@@ -88,6 +90,11 @@ def check_entry(entry: Entry) -> None:
             if not isinstance(alias, str) or not alias.isidentifier():
                 raise EntryError(f"entry '{entry.id}': import alias {alias!r} is not a Lua name")
             validate_id(target)
+    if entry.kind == "function.lua" and entry.data.get("retry") is not None:
+        # imported here: workflow.py imports this module
+        from .workflow import RetryPolicy
+
+        RetryPolicy.from_mapping(entry.data["retry"], f"entry '{entry.id}': retry")
     if entry.kind == "process.host":
         host = entry.data.get("host", {})
         if host is not None and not isinstance(host, dict):

@@ -117,6 +117,7 @@ class Timeout(WippyError, TimeoutError):
 #         ├── JournalConflict        a step is not exactly the next one: a gap, or a duplicate (a race)
 #         │   └── LeaseLost          another node owns the workflow now (its lease was claimed)
 #         └── CorruptJournal         a stored row cannot be read back; it is left as it is
+#     └── WorkflowFailed             a workflow awaited by result() failed or was cancelled (runtime/workflow.py)
 
 __all__ += [
     "CorruptJournal",
@@ -125,6 +126,7 @@ __all__ += [
     "StoreError",
     "StoreOpenError",
     "UnknownWorkflow",
+    "WorkflowFailed",
     "WorkflowFinished",
 ]
 
@@ -193,3 +195,16 @@ class CorruptJournal(StoreError):
     """A stored row cannot be read back (a value that does not decode, a missing step, a field of the wrong
     type), e.g. after an edit by hand. ``workflow_id`` and ``seq`` name the row (``seq`` is None for the
     workflow's own record); the row is left as it is: nothing is overwritten or skipped."""
+
+
+class WorkflowFailed(WippyError):
+    """A workflow that the caller waited for (``node.workflows.result``) ended without a result: it
+    ``failed`` (its error, a non-determinism report, an activity's error it did not handle) or was
+    ``cancelled``. ``workflow_id``, ``status`` (failed or cancelled) and ``error`` say which and why. Unlike
+    the store's errors, nothing went wrong in the runtime: the workflow itself ended this way."""
+
+    def __init__(self, workflow_id: str, status: str, error: str | None) -> None:
+        super().__init__(f"workflow {workflow_id!r} {status}: {error or status}")
+        self.workflow_id = workflow_id
+        self.status = status
+        self.error = error

@@ -156,11 +156,17 @@ class Host:
         self._stopping = False
         self.crashes = 0
         self._reported: set[str] = set()
+        self._tracing = False   # spawns and sends recorded in Lua for node.events (host thread sets it)
 
     # ---------------------------------------------------------------- any thread
     @property
     def running(self) -> bool:
         return self._ready.is_set() and not self._stopped.is_set() and self._start_error is None
+
+    @property
+    def tracing(self) -> bool:
+        """Whether this host records spawns and sends for ``node.events`` (switched by the node)."""
+        return self._tracing
 
     def start(self) -> None:
         """Start the thread and wait until its Lua state is ready (raises if it could not start)."""
@@ -276,6 +282,21 @@ class Host:
         def exited(pid: bytes, reason: bytes, error: Any) -> None:
             node._on_exit(_s(pid), _s(reason), _s(error) if error is not None else None)
 
+        pending: list[Any] = []
+
+        def trace(lost: int, *values: Any) -> None:
+            # records of spawns and sends, flat and a few at a time (see "Tracing" in scheduler.lua); a
+            # call without values ends a flush. Never raises into Lua.
+            if values:
+                pending.extend(values)
+                return
+            try:
+                node._traced(lost, pending)
+            except Exception:
+                node._host_fault(self.name, f"event bus:\n{traceback.format_exc()}")
+            finally:
+                pending.clear()
+
         room = self._room
 
         def roomy(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -299,12 +320,14 @@ class Host:
             b"spawn_remote": roomy(spawn_remote),
             b"remote": roomy(remote),
             b"exited": exited,
+            b"trace": trace,
             b"headroom": lambda: room(0),
             b"registry": roomy(registry),
             b"supervisor": roomy(supervisor),
             b"cell_begin": node._cell_begin,
             b"cell_done": node._cell_done,
             b"shell_poll": node._shell_poll,
+            b"wf": roomy(node.workflows.lua_callback(self)),   # durable workflows (runtime/workflow.py)
         }
 
     def _room(self, extra: int) -> None:
@@ -349,6 +372,9 @@ class Host:
         py = lua.table_from(self._callbacks())
         loader = lua.eval(b"function(src, ...) return assert(load(src, '=scheduler.lua', 't'))(...) end")
         self._s = loader(_lua_source("scheduler.lua"), py, config, _lua_source("json.lua"))
+        # the durable-workflow layer, with the scheduler's internals (S.internals, removed once taken)
+        lua.eval(b"function(src, ...) return assert(load(src, '=workflow.lua', 't'))(...) end")(
+            _lua_source("workflow.lua"), self._s, py, config)
 
     def _main(self) -> None:
         try:
@@ -461,6 +487,11 @@ class Host:
             elif op == "invalidate":
                 for entry_id in item[1]:
                     s.invalidate(_b(entry_id))
+            elif op == "trace":
+                _, on, pids = item
+                self._room(64 * len(pids) if pids else 0)
+                s.trace(bool(on), to_lua(lua, [_b(p) for p in sorted(pids)]) if on and pids is not None else None)
+                self._tracing = bool(on)
             elif op == "stop":
                 return float(item[1])
         except lua54.LuaMemoryError:
@@ -475,6 +506,8 @@ class Host:
         lopts = to_lua(lua, opts) if opts else None
         largs = to_lua(lua, list(args))
         res, err = _pair(self._s.spawn(_b(pid) if pid else None, _b(entry_id), lopts, largs, len(args)))
+        if self._tracing and fut is not None:
+            self._s.trace_flush()   # the spawn is published before its PID reaches the caller
         if res is not None:
             if fut is not None:
                 fut.set_result(_s(res))
@@ -486,6 +519,7 @@ class Host:
         # an asynchronous spawn (from another host) failed: tell whoever watches or links
         assert pid is not None
         self.node._names_release(pid)
+        self.node._publish_exit(pid, "error", message)   # its spawn was published; it ends here
         opts = opts or {}
         result = {"error": message}
         if opts.get("monitor"):

@@ -22,12 +22,15 @@ from typing import Any
 from .clock import Clock
 from .entries import LUA_KINDS, Entry
 from .errors import EntryError, HostError, LuaError, ProcessError, ProcessExited, Timeout, TreeError
+from .events import EventBus, payload_size, preview
 from .host import Host, HostContext, HostOptions, _pair, _s
 from .mailbox import Event, Mailbox, Message
 from .payload import check_plain, from_lua, to_lua
 from .registry import ChangeSet, Registry, matches
 from .shell import Shell
 from .supervisor import Supervision
+from .supervisor_tree import TreeEvent
+from .workflow import Workflows
 
 __all__ = ["DEFAULT_HOST", "HostStatistics", "Node", "NodeStatistics", "ProcessStatistics", "parse_pid"]
 
@@ -83,6 +86,7 @@ class HostStatistics:
     lua_memory: int        #: bytes in use by the host's Lua state
     instruction_budget: int
     heap_limit: int
+    tracing: bool = False  #: recording spawns and sends for node.events (someone subscribed to them)
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,11 @@ class NodeStatistics:
 
 def _text(b: Any) -> str:
     return "" if b is None else _s(b)
+
+
+def _host_of(pid: str) -> str:
+    """The host part of a PID (no checks: PIDs here come from the runtime)."""
+    return pid[1:pid.find("|")]
 
 
 def _check_imports(cs: ChangeSet) -> None:
@@ -154,8 +163,14 @@ class Node:
         output: Callable[[str, str], None] | None = _default_output,
         host_options: HostOptions | None = None,
         data_dir: str | os.PathLike[str] | None = None,
+        workflow_store: str | os.PathLike[str] | None = None,
+        workflow_ttl: float | None = None,
     ) -> None:
         self.clock = clock or Clock()
+        #: spawns, exits, sends, tree changes and commits, for live views and traces (runtime/events.py)
+        self.events: EventBus = EventBus(self.clock.now_ns, self._events_changed)
+        self._trace_lock = threading.Lock()
+        self._trace_state: tuple[bool, frozenset[str] | None] = (False, None)   # what the hosts were told
         #: where the node keeps its store (registry versions, journals: later issues); None = nowhere
         self.data_dir: Path | None = Path(data_dir) if data_dir is not None else None
         # versioned and transactional (history, diff, apply_version); with a data directory its versions
@@ -192,6 +207,10 @@ class Node:
         # services and supervisors (one thread, started with the node); a bad spec refuses its commit
         self.supervision: Supervision = Supervision(self)
         self.entries.add_validator(self.supervision.validator)
+        self.supervision.subscribe(self._tree_event)
+        #: durable workflows (runtime/workflow.py): their store (data_dir/workflows.sqlite unless
+        #: ``workflow_store`` or $WIPPY_WORKFLOW_STORE names one), leases (``workflow_ttl``), the API
+        self.workflows: Workflows = Workflows(self, workflow_store, workflow_ttl)
 
     # ------------------------------------------------------------------ lifecycle (any thread)
     def start(self) -> Node:
@@ -201,7 +220,7 @@ class Node:
                 return self
             self.started = True
             if DEFAULT_HOST not in self.hosts:
-                self.hosts[DEFAULT_HOST] = Host(self, DEFAULT_HOST, self._host_options)
+                self.hosts[DEFAULT_HOST] = self._traced_host(Host(self, DEFAULT_HOST, self._host_options))
             hosts = list(self.hosts.values())
         for h in hosts:
             if not h.running:
@@ -209,6 +228,7 @@ class Node:
         # what auto-starts in the (restored or loaded) registry starts now, services in dependency order
         self.supervision.start_thread()
         self.supervision.boot()
+        self.workflows._node_started()   # resumes this node's workflows when its store exists
         return self
 
     def __enter__(self) -> Node:
@@ -224,7 +244,7 @@ class Node:
         with self._lock:
             if name in self.hosts:
                 raise HostError(f"host '{name}' already exists")
-            host = Host(self, name, options)
+            host = self._traced_host(Host(self, name, options))
             self.hosts[name] = host
             started = self.started
         if started:
@@ -233,6 +253,7 @@ class Node:
 
     def stop(self, grace: float = 5.0) -> None:
         """Cancel every process, give them ``grace`` seconds, terminate the rest, stop the hosts."""
+        self.workflows._node_stopping()   # workflows whose processes stop now stay running in the store
         # supervisors and services first (children in reverse order), so nothing restarts what stops
         self.supervision.shutdown(timeout=grace + 30.0)
         with self._lock:
@@ -244,6 +265,7 @@ class Node:
             h.stop(grace, timeout=grace + 30.0)
         for mb in list(self._mailboxes.values()):
             mb.close()
+        self.workflows._node_stopped()   # leases released, store closed
         if self.data_dir is not None:
             self.entries.close()   # the file is whole after every commit; closing releases it
 
@@ -371,11 +393,21 @@ class Node:
         for h in list(self.hosts.values()):
             if h.running:
                 h.post("invalidate", tuple(ids))
+        # hosts the commit defined exist before supervision starts children on them (same transaction)
+        for entry_id in ids:
+            e = self.entries.get(entry_id)
+            if e is not None and e.kind == "process.host" and entry_id not in self.hosts:
+                try:
+                    self.add_host(e.id, HostOptions.from_mapping(e.data.get("host")))
+                except HostError:
+                    pass   # added meanwhile by another thread
         with self._lock:
             current = self.entries.version
             first = self._reg_notified + 1 if current >= self._reg_notified else current + 1
             self._reg_notified = current
             subs = list(self._reg_subs.items())
+        if "registry" in self.events.wanted:
+            self.events.emit("registry", reason=f"v{current}")
         if subs:
             self._notify_registry_subscribers(first, current, subs)
         self.supervision.on_commit(ids)
@@ -459,7 +491,8 @@ class Node:
     def _spawn_async(self, entry_id: str, host: str, args: list[Any], opts: dict[str, Any] | None) -> str:
         """Called on a host thread for a spawn on another host: allocate the PID, queue the spawn."""
         h = self.host(host)
-        self._check_spawnable(entry_id)
+        if self._check_spawnable(entry_id).kind == "workflow.lua":   # durable: runtime/workflow.py
+            return self.workflows._spawn_elsewhere(entry_id, host, args, opts)
         pid = h.allocate_pid()
         name = (opts or {}).get("name")
         if name is not None:
@@ -467,6 +500,13 @@ class Node:
             err = self._names_register(str(name), pid)
             if err is not None:
                 raise ProcessError(err)
+        if "spawn" in self.events.wanted:
+            # published here, before the spawn reaches its host (which then records nothing): the
+            # caller gets the PID now and may send to it at once
+            parent = (opts or {}).get("parent")
+            self.events.emit("spawn", pid=pid, peer=parent if isinstance(parent, str) else None, entry=entry_id,
+                             host=host, name=str(name) if name is not None else None)
+            opts = {**(opts or {}), "traced": True}
         h.post("spawn", pid, entry_id, opts, args, None)
         return pid
 
@@ -521,6 +561,9 @@ class Node:
             raise ProcessError(f"send: topic '{topic}' is reserved (topics starting with '@' belong to the runtime)")
         check_plain(payload)
         pid = self.resolve(dest)
+        if "send" in self.events.wanted:   # published before it is routed: before any answer to it
+            self.events.emit("send", pid=pid, peer=sender, topic=topic, size=payload_size(payload),
+                             preview=preview(payload), host=_host_of(pid))
         self._route("send", pid, sender, topic, payload)
 
     def resolve(self, dest: str) -> str:
@@ -666,6 +709,7 @@ class Node:
                 dropped=st["dropped"], resumes=st["resumes"], heap_kills=st["heap_kills"],
                 budget_kills=st["budget_kills"], lua_memory=st["lua_memory"],
                 instruction_budget=h.options.instruction_budget, heap_limit=h.options.heap_limit,
+                tracing=h.tracing,
             )
             for p in ps:
                 procs.append(
@@ -686,6 +730,65 @@ class Node:
             if pid is not None:
                 return list(self._logs.get(pid, ()))
             return [f"{p} {line}" for p, lines in self._logs.items() for line in lines]
+
+    # ------------------------------------------------------------------ the event bus
+    def _events_changed(self) -> None:
+        """Subscriptions changed (any thread): tell every host what to record in Lua (spawns, sends)."""
+        with self._trace_lock:   # states are computed and posted in one order: the last post is current
+            state = self.events.trace_filter()
+            if state == self._trace_state:
+                return
+            self._trace_state = state
+            with self._lock:
+                hosts = list(self.hosts.values())
+            for h in hosts:
+                h.post("trace", state[0], state[1])
+
+    def _publish_exit(self, pid: str, reason: str, error: str | None) -> None:
+        if "exit" in self.events.wanted:
+            self.events.emit("exit", pid=pid, host=_host_of(pid), reason=reason,
+                             error=error.split("\n", 1)[0] if error else None)
+
+    def _traced_host(self, host: Host) -> Host:
+        """A new host (under ``self._lock``) starts with the current trace switch."""
+        on, pids = self._trace_state
+        if on:
+            host.post("trace", on, pids)
+        return host
+
+    def _traced(self, lost: int, values: list[Any]) -> None:
+        """Records a host's Lua side made in one step (host thread): ``kind, pid, peer, a, b, c`` each,
+        where a send has ``a, b, c = topic, size, preview`` and a spawn ``a, b = entry, name``."""
+        rows: list[tuple[Any, ...]] = []
+        add = rows.append
+        text: dict[bytes, str] = {}     # PIDs, topics and entries repeat: decode each once per step
+        hosts: dict[str, str] = {}
+        for i in range(0, len(values) - 5, 6):
+            kind, pid_b, peer_b, a, b, c = values[i:i + 6]
+            pid = text.get(pid_b)
+            if pid is None:
+                pid = text[pid_b] = _s(pid_b)
+            host = hosts.get(pid)
+            if host is None:
+                host = hosts[pid] = _host_of(pid)
+            peer = None
+            if peer_b:
+                peer = text.get(peer_b)
+                if peer is None:
+                    peer = text[peer_b] = _s(peer_b)
+            aa = text.get(a)
+            if aa is None:
+                aa = text[a] = _s(a)
+            if kind == b"send":
+                add(("send", pid, peer, aa, b, c.decode("utf-8", "replace") if c else None, None, host))
+            else:
+                add(("spawn", pid, peer, None, None, None, aa, host, None, None, _s(b) if b else None))
+        self.events.emit_many(rows, int(lost or 0))
+
+    def _tree_event(self, ev: TreeEvent) -> None:
+        """A change of the supervision tree (supervision thread)."""
+        if "tree" in self.events.wanted:
+            self.events.emit("tree", pid=ev.pid, entry=ev.id, reason=ev.status, error=ev.reason, change=ev.kind)
 
     # ------------------------------------------------------------------ host callbacks (host threads)
     def _keep(self, pid: str, line: str) -> None:
@@ -723,6 +826,7 @@ class Node:
             self._exit_order.append(pid)
             if len(self._exit_order) > 10_000:
                 self._exits.pop(self._exit_order.popleft(), None)
+        self._publish_exit(pid, reason, error)
         if error is not None and reason not in ("normal", "cancelled"):
             self._keep(pid, f"[exit] {reason}: {error}")
         for listener in list(self._exit_listeners):

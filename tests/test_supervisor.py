@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from wippy.runtime import EntryError, FakeClock, Mailbox, Node, Timeout
+from wippy.runtime import Entry, EntryError, FakeClock, Mailbox, Node, Timeout
 from wippy.runtime.errors import SupervisionError
 from wippy.runtime.supervisor_tree import TreeEvent, TreeNode, render_text
 
@@ -948,3 +948,16 @@ def test_lua_starts_an_entry_by_id(fake_node: Node, probe: Mailbox) -> None:
     assert "already running" in out["err2"]
     assert "unknown entry 'app:nope'" in out["err3"]
     assert seen(probe, 1) == [("started", "a")]
+
+
+def test_a_host_and_a_supervisor_on_it_in_one_transaction(node: Node) -> None:
+    """A process.host defined in the same commit as a supervisor whose child runs on it: the host exists
+    before supervision starts the child."""
+    node.define("t:idle", "process.lua", source="return { main = function() process.inbox():receive() end }")
+    node.apply([Entry("t:h2", "process.host", {}, {"host": {}}),
+                Entry("t:sup", "process.supervisor", {}, {"lifecycle": {"auto_start": True}, "children": [
+                    {"id": "a", "process": "t:idle", "host": "t:h2"}]})])
+    child = node.supervision.tree("t:sup").children[0]
+    assert child.status == "running"
+    assert child.pid is not None and child.pid.startswith("{t:h2|")
+    assert node.alive(child.pid)

@@ -574,6 +574,8 @@ local function finish(p, reason, result)
   remember_exit(p.pid, reason == "error" and ("error: " .. smatch(result.error or "", "^[^\n]*"))
     or reason)
   if p.named then py.release_names(p.pid) end
+  local flush = S.trace_flush   -- while tracing: the spawns and sends before this exit go out first
+  if flush then flush() end
   -- the node records the exit before any watcher hears of it (a watcher may ask the node at once)
   py.exited(p.pid, reason, result.error)
   if p.inbox then chan_close(p.inbox) end
@@ -657,6 +659,7 @@ end
 -- Deliver an already-copied payload to a live local process.
 local function deliver(t, from, topic, data)
   t.n_in = t.n_in + 1
+  if t.wf then return S.wf_deliver(t, from, topic, data) end   -- a workflow: journaled (workflow.lua)
   local ls = t.listeners
   if ls then
     local l = ls.exact[topic]
@@ -714,11 +717,14 @@ local function send_from(from, dest, topic, payload)
     data, err = copy_value(payload)
     if err then return nil, "send: " .. err end
   end
+  local rec = S.trace_send   -- set while the node traces sends (see "Tracing")
   if t then
     deliver(t, from, topic, data)
+    if rec then rec(from, dest, topic, data) end
     return true
   end
   if is_local(dest) then return nil, "send: " .. not_running(dest) end
+  if rec then rec(from, dest, topic, data); S.trace_flush() end   -- Python sees the send before its answer
   return py.remote("send", dest, from, topic, data)
 end
 
@@ -935,6 +941,15 @@ local function spawn_with(opts, id, host, ...)
   if host == nil or host == HOST then
     return spawn_local(nil, id, opts, tunpack(args, 1, args.n))
   end
+  if p and S.trace_spawn then
+    -- Python publishes this spawn before it reaches the other host: what this process did before it
+    -- goes out first, and Python is told the parent
+    S.trace_flush()
+    local o = {}
+    if opts then for k, v in pairs(opts) do o[k] = v end end
+    o.parent = p.pid
+    opts = o
+  end
   local pid, err = py.spawn_remote(host, id, opts, args)
   if not pid then return nil, err end
   if opts and opts.link and p then
@@ -957,7 +972,179 @@ function P.spawn_linked_monitored(id, host, ...)
   cur("spawn"); return spawn_with(plain_opts(true, true), id, host, ...)
 end
 
+-------------------------------------------------------------------------------------------------
+-- Tracing: spawns and sends recorded for the node's event bus (runtime/events.py)
+-------------------------------------------------------------------------------------------------
+-- While some subscriber wants spawns or sends, Python switches tracing on (S.trace). Records go to a
+-- flat buffer (STRIDE values each: kind, pid, peer, topic or entry, size or name, preview) that is
+-- flushed to Python (py.trace, which publishes the whole flush at once) at the end of each run step,
+-- and before anything Python could see first: an exit (py.exited), a send that leaves the host
+-- (py.remote), a spawn on another host, a spawn Python asked for. While off, the hot send path
+-- pays one test of the `tracing` upvalue, and other paths test S.trace_send / S.trace_spawn /
+-- S.trace_flush, which are nil. At most TRACE_CAP records wait per step; more are counted as lost.
+do   -- (a block: its locals end here; the main chunk is near Lua's limit of 200 locals)
 local TOPIC_OK, topic_ok_n = {}, 0   -- topics already checked (bounded: reset when large)
+local tracing = false
+local tbuf, tn, tlost, tpids = {}, 0, 0, nil   -- records, their count, records lost, PIDs wanted (nil: all)
+local TRACE_CAP, STRIDE, CHUNK = 50000, 6, 4   -- CHUNK: records per py.trace call (lupa converts
+                                                -- long argument lists in quadratic time)
+local PV_MAX, SIZE_ITEMS = 80, 10000           -- preview characters; table entries a size counts
+local TRACE_SOFT = (config.heap_limit or 0) - 1048576
+local ssub, mmin = string.sub, math.min
+
+-- Approximate payload bytes: string lengths + 8 per number (keys too) + 1 per boolean, counting at
+-- most SIZE_ITEMS table entries (runtime/events.py payload_size counts Python payloads the same way).
+local size_left = 0
+local psize
+function psize(v)
+  local tv = type(v)
+  if tv == "string" then return #v end
+  if tv == "number" then return 8 end
+  if tv == "boolean" then return 1 end
+  if tv ~= "table" then return 0 end
+  local s = 0
+  for k, x in next, v do
+    if size_left <= 0 then break end
+    size_left = size_left - 1
+    s = s + psize(k) + psize(x)
+  end
+  return s
+end
+
+-- A payload as short Lua-like text ({a = 1, b = "x"}), at most PV_MAX characters: the walk stops
+-- once the text is long enough, so the cost is bounded by PV_MAX, not by the payload. Runs on copied
+-- payloads (plain data): raw reads, no metamethods.
+local ESC = { ["\n"] = "\\n", ["\t"] = "\\t", ["\r"] = "\\r", ['"'] = '\\"', ["\\"] = "\\\\" }
+for c = 0, 127 do
+  local ch = string.char(c)
+  if (c < 32 or c == 127) and not ESC[ch] then ESC[ch] = "\\" .. c end
+end
+local pv_out, pv_n, pv_len = {}, 0, 0   -- the pieces of the preview being written (at most ~PV_MAX)
+local KEYS = {}                         -- depth -> scratch list of a table's non-sequence keys
+local KEY_TEXT, key_text_n = {}, 0      -- key -> "key = " / "[1] = " (bounded: reset when large)
+local function pv_put(s) pv_n = pv_n + 1; pv_out[pv_n] = s; pv_len = pv_len + #s end
+local function pv_quote(s)
+  local room = PV_MAX - pv_len + 1
+  if #s > room then s = ssub(s, 1, room) end
+  pv_put('"' .. sgsub(s, '[%c"\\]', ESC) .. '"')
+end
+local function key_text(k)
+  local t = KEY_TEXT[k]
+  if t then return t end
+  if type(k) ~= "string" then t = "[" .. tostring(k) .. "] = "
+  elseif sfind(k, "^[%a_][%w_]*$") then t = k .. " = "
+  else t = "[\"" .. sgsub(ssub(k, 1, PV_MAX), '[%c"\\]', ESC) .. "\"] = " end
+  if key_text_n >= 1000 then KEY_TEXT, key_text_n = {}, 0 end
+  KEY_TEXT[k] = t; key_text_n = key_text_n + 1
+  return t
+end
+local pv_value
+function pv_value(v, depth)
+  local tv = type(v)
+  if tv == "string" then pv_quote(v); return end
+  if tv ~= "table" then
+    if tv == "number" or tv == "boolean" or tv == "nil" then pv_put(tostring(v)) else pv_put("<" .. tv .. ">") end
+    return
+  end
+  pv_put("{")
+  local n = rawlen(v)
+  for i = 1, n do
+    if i > 1 then pv_put(", ") end
+    pv_value(rawget(v, i), depth + 1)
+    if pv_len > PV_MAX then return end
+  end
+  local keys = KEYS[depth]
+  if not keys then keys = {}; KEYS[depth] = keys end
+  local nk, more = 0, false
+  for k in next, v do
+    if not (mtype(k) == "integer" and k >= 1 and k <= n) then
+      if nk >= 16 then more = true; break end
+      nk = nk + 1
+      keys[nk] = k
+    end
+  end
+  if not more then   -- few keys: an insertion sort, numbers before strings, then by value
+    for j = 2, nk do
+      local k = keys[j]
+      local tk, m = type(k), j - 1
+      while m >= 1 do
+        local o = keys[m]
+        local to = type(o)
+        if to < tk or (to == tk and o < k) then break end
+        keys[m + 1] = o
+        m = m - 1
+      end
+      keys[m + 1] = k
+    end
+  end
+  for j = 1, nk do
+    if n > 0 or j > 1 then pv_put(", ") end
+    local k = keys[j]
+    pv_put(key_text(k))
+    pv_value(rawget(v, k), depth + 1)
+    if pv_len > PV_MAX then return end
+  end
+  pv_put("}")
+end
+local function preview(v)
+  pv_n, pv_len = 0, 0
+  pv_value(v, 1)
+  local s = tconcat(pv_out, "", 1, pv_n)
+  if #s > PV_MAX then s = ssub(s, 1, PV_MAX - 3) .. "..." end
+  return s
+end
+
+local function record_send(from, to, topic, data)
+  if tpids and not (tpids[to] or (from and tpids[from])) then return end
+  if tn >= TRACE_CAP then tlost = tlost + 1; return end
+  local i = tn * STRIDE
+  tn = tn + 1
+  size_left = SIZE_ITEMS
+  tbuf[i + 1], tbuf[i + 2], tbuf[i + 3], tbuf[i + 4] = "send", to, from or false, topic
+  tbuf[i + 5], tbuf[i + 6] = psize(data), preview(data)
+end
+
+local function record_spawn(pid, parent, entry, name)
+  if tpids and not (tpids[pid] or (parent and tpids[parent])) then return end
+  if tn >= TRACE_CAP then tlost = tlost + 1; return end
+  local i = tn * STRIDE
+  tn = tn + 1
+  tbuf[i + 1], tbuf[i + 2], tbuf[i + 3], tbuf[i + 4] = "spawn", pid, parent or false, entry
+  tbuf[i + 5], tbuf[i + 6] = name or false, false
+end
+
+-- Hand the records to Python: py.trace(0, values...) with CHUNK records per call, then py.trace(lost)
+-- (no values) ends the flush and Python publishes them all.
+local function flush()
+  if tn == 0 and tlost == 0 then return end
+  -- the values go through the Lua stack: near the heap limit, ask the host for headroom first
+  if collectgarbage("count") * 1024 > TRACE_SOFT then py.headroom() end
+  local n, lost, buf = tn * STRIDE, tlost, tbuf
+  tn, tlost = 0, 0
+  for i = 1, n, CHUNK * STRIDE do
+    py.trace(0, tunpack(buf, i, mmin(i + CHUNK * STRIDE - 1, n)))
+  end
+  for i = 1, n do buf[i] = nil end
+  py.trace(lost)
+end
+
+-- S.trace(on, pids?): switch recording on or off (pids: a list; only spawns and sends that involve
+-- one of them are recorded). Switching off hands over what is recorded first.
+function S.trace(on, pids)
+  if tracing and not on then flush() end
+  tracing = on and true or false
+  tpids = nil
+  if tracing and pids then
+    tpids = {}
+    for _, pid in ipairs(pids) do tpids[pid] = true end
+  end
+  S.trace_send = tracing and record_send or nil
+  S.trace_spawn = tracing and record_spawn or nil
+  S.trace_flush = tracing and flush or nil
+  if not tracing then tbuf = {} end
+  return tracing
+end
+function S.tracing() return tracing end
 
 function P.send(dest, topic, payload, extra, ...)
   local p = current
@@ -1006,6 +1193,7 @@ function P.send(dest, topic, payload, extra, ...)
       t.n_in = t.n_in - 1
       deliver(t, p.pid, topic, payload)
     end
+    if tracing then record_send(p.pid, dest, topic, payload) end
   else
     local ok, err = send_from(p.pid, dest, topic, payload)
     if not ok then return nil, err end
@@ -1021,6 +1209,7 @@ function P.send(dest, topic, payload, extra, ...)
   end
   return true
 end
+end   -- of the tracing block
 
 local function target_of(dest, what)
   local pid, err = resolve(dest, what)
@@ -1620,6 +1809,9 @@ function spawn_local(pid, id, opts, ...)
     return nil, "spawn: entry '" .. id .. "' is a " .. tostring(e.kind) ..
       " entry; only process.lua entries can be spawned"
   end
+  if e.kind == "workflow.lua" and not (opts and opts.wf) then   -- a durable workflow (workflow.lua)
+    return S.wf_spawn(pid, e, opts, ...)
+  end
   if not pid then seq = seq + 1; pid = sfmt(FMT_PID, seq) end
   local env = setmetatable({}, e.env_mt)
   env._G = env
@@ -1649,9 +1841,17 @@ function spawn_local(pid, id, opts, ...)
   procs[pid] = p
   nprocs = nprocs + 1
   stats.spawned = stats.spawned + 1
+  local rec = S.trace_spawn   -- set while the node traces spawns (see "Tracing")
+  if rec and not (opts and opts.traced) then   -- (traced: Python published it, a spawn from another host)
+    rec(pid, current and current.pid, id, opts and opts.name)
+  end
   if opts then
     if opts.messages then
-      for _, m in ipairs(opts.messages) do deliver(p, current and current.pid or nil, m[1], m[2]) end
+      local from = current and current.pid or nil
+      for _, m in ipairs(opts.messages) do
+        deliver(p, from, m[1], m[2])
+        if rec then S.trace_send(from, pid, m[1], m[2]) end
+      end
     end
     if opts.monitor then
       p.monitors = { [opts.monitor] = opts.monitor_kind or "monitor" }
@@ -1776,6 +1976,10 @@ function S.run(now, budget)
   end
   stats.resumes = stats.resumes + n
   if rq_head > rq_tail then rq_head, rq_tail = 1, 0 end
+  local flush = S.trace_flush   -- while tracing: this step's records go to Python in one call
+  if flush then flush() end
+  local wf_flush = S.wf_flush   -- durable workflows: this step's journal rows, one transaction (workflow.lua)
+  if wf_flush then wf_flush() end
   return rq_head <= rq_tail, hn > 0 and heap[1].t or -1
 end
 
@@ -2326,6 +2530,13 @@ function S.delivered_total()
   return n
 end
 
-
+-- Internals for runtime/lua/workflow.lua, which the host loads right after this chunk and which removes
+-- this table once it has taken them (processes never see S).
+S.internals = {
+  current = function() return current end, procs = procs, wake = wake, park = park, chan_new = chan_new,
+  chan_poll = chan_poll, chan_offer = chan_offer, CH = CH, copy_value = copy_value, timer_add = timer_add,
+  time_value = time_value, MSG_MT = MSG_MT, entry_cached = entry_cached, entry_function = entry_function,
+  SB = SB, readonly = readonly, spawn_local = spawn_local, kill = kill, error_text = error_text,
+}
 
 return S
