@@ -1,9 +1,10 @@
 """wippy.magics: IPython magics for the runtime.
 
-``%%lua`` / ``%lua`` (magics/lua.py), ``%ps``, ``%spawn``, ``%send``, ``%kill``, ``%cancel``, ``%logs``
-(magics/process.py), ``%registry`` (magics/registry.py) and ``%tree`` (magics/supervision.py). The Wippy
-kernel loads them itself, sharing its node; in any other IPython kernel,
-``%load_ext wippy.magics`` loads them and starts a node of its own. Either way the node is
+``%%lua`` / ``%lua`` (magics/lua.py), ``%ps``, ``%mailbox``, ``%spawn``, ``%send``, ``%kill``, ``%cancel``,
+``%logs`` (magics/process.py), ``%registry`` (magics/registry.py), ``%tree`` (magics/supervision.py),
+``%%trace`` / ``%trace`` (magics/trace.py) and ``%workflow`` (magics/workflow.py); the live views they
+show are in magics/views/. The Wippy kernel loads them itself, sharing its node; in any other IPython
+kernel, ``%load_ext wippy.magics`` loads them and starts a node of its own. Either way the node is
 :func:`node` here and ``node`` in the user namespace.
 
 IPython is imported lazily (in :func:`load_ipython_extension`), so importing this package stays cheap.
@@ -11,11 +12,28 @@ IPython is imported lazily (in :func:`load_ipython_extension`), so importing thi
 
 from __future__ import annotations
 
+import sys
+import threading
 from typing import Any
 
 from .current import node, set_node
 
-__all__ = ["load_ipython_extension", "node", "set_node", "unload_ipython_extension"]
+__all__ = ["cell", "load_ipython_extension", "node", "set_node", "unload_ipython_extension"]
+
+
+#: the id of the notebook cell running on this thread (``cell.id``; None outside a notebook front end).
+#: The live views remember the cell that showed them: when it runs again, its output is cleared, and the
+#: views of its previous run are closed (JupyterLab keeps the widget models of a cleared output alive).
+cell = threading.local()
+
+
+def _pre_run_cell(info: Any) -> None:
+    """IPython's pre_run_cell hook (the cell's thread)."""
+    cell_id = getattr(info, "cell_id", None)
+    cell.id = cell_id
+    pump = sys.modules.get("wippy.magics.views.pump")  # no view was ever shown: nothing to close
+    if pump is not None and cell_id:
+        pump.cell_runs_again(cell_id)
 
 
 def load_ipython_extension(ipython: Any) -> None:
@@ -27,15 +45,19 @@ def load_ipython_extension(ipython: Any) -> None:
     from .process import ProcessMagics
     from .registry import RegistryMagics, show_watch_reports
     from .supervision import SupervisionMagics
+    from .trace import TraceMagics
+    from .workflow import WorkflowMagics
 
     n = node()
     # Start the shell process now, while nothing else runs: Node.shell() waits on its host while holding
     # the node's lock, which a host thread reporting an exit or a print at that moment would also need.
     n.shell()
     ipython.register_magics(LuaMagics, ProcessMagics)
-    ipython.register_magics(RegistryMagics, SupervisionMagics)
+    ipython.register_magics(RegistryMagics, SupervisionMagics, TraceMagics)
+    ipython.register_magics(WorkflowMagics)
     install_error_display(ipython)
     ipython.events.register("pre_run_cell", lambda *_: show_watch_reports())
+    ipython.events.register("pre_run_cell", _pre_run_cell)
     ipython.push({"node": n})
 
 
@@ -43,6 +65,13 @@ def unload_ipython_extension(ipython: Any) -> None:
     """Stop watching trees, and the node if the extension started it (``%unload_ext wippy.magics``)."""
     from .current import stop_owned_node
     from .registry import stop_watchers
+    from .trace import LIVE
 
     stop_watchers()
+    while LIVE:
+        LIVE.pop().close()
+    try:
+        ipython.events.unregister("pre_run_cell", _pre_run_cell)
+    except ValueError:  # not registered (loaded elsewhere)
+        pass
     stop_owned_node()

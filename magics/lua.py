@@ -27,7 +27,7 @@ from .usage import parse
 
 __all__ = ["ENTRY_KINDS", "LuaMagics", "LuaValue", "install_error_display"]
 
-ENTRY_KINDS = ("process.lua", "function.lua", "library.lua")
+ENTRY_KINDS = ("process.lua", "function.lua", "library.lua", "workflow.lua")
 
 # Set on exceptions that a Lua cell raised: their message is the whole story (the Lua error and its
 # traceback), so the display shows it without the Python frames of the magic.

@@ -1,4 +1,4 @@
-"""Process magics: ``%ps``, ``%spawn``, ``%send``, ``%kill``, ``%cancel``, ``%logs``.
+"""Process magics: ``%ps`` (``--live``), ``%mailbox``, ``%spawn``, ``%send``, ``%kill``, ``%cancel``, ``%logs``.
 
 Threads: each magic runs on the thread that runs the cell and calls the node's thread-safe public API.
 Wrong input (options, IDs, PIDs, JSON) raises :class:`~IPython.core.error.UsageError`, which IPython shows
@@ -118,11 +118,29 @@ class ProcessMagics(Magics):
     """Look at and steer the node's processes from cells."""
 
     @magic_arguments()
+    @argument("--live", action="store_true",
+              help="a live table (sortable, filterable; pick a PID to see its mailbox) instead of a snapshot")
     @line_magic
-    def ps(self, line: str) -> ProcessTable:
+    def ps(self, line: str) -> Any:
         """The node's processes: PID, names, entry, host, status, mailbox, messages in/out, memory, uptime."""
-        parse(self.ps, line, "%ps")
+        args = parse(self.ps, line, "%ps")
+        if args.live:
+            from .views import ProcessTableView
+
+            return ProcessTableView(node())
         return ProcessTable(node().statistics(memory=True).processes)
+
+    @magic_arguments()
+    @argument("pid", metavar="PID", help="a PID or a registered name")
+    @line_magic
+    def mailbox(self, line: str) -> Any:
+        """A live view of one process's mailbox: queue length over time, the latest messages, exits and
+        restarts (a supervised child is followed to its new PID)."""
+        args = parse(self.mailbox, line, "%mailbox")
+        from .views import MailboxView
+
+        n = node()
+        return MailboxView(n, _running_pid(n, args.pid, "mailbox"))
 
     @magic_arguments()
     @argument("--name", metavar="NAME", help="register the new process under NAME")

@@ -35,7 +35,7 @@ from wippy.runtime.watch import TreeWatcher
 
 from .current import node
 
-__all__ = ["EntryText", "RegistryDiff", "RegistryMagics", "Table"]
+__all__ = ["EntryText", "RegistryDiff", "RegistryMagics", "Table", "registry_diff"]
 
 SUBCOMMANDS = ("list", "get", "set", "apply", "diff", "history", "rollback", "reset", "export", "watch", "unwatch")
 USAGE = {
@@ -44,7 +44,7 @@ USAGE = {
     "set": "%registry set ID key=value ...",
     "apply": "%registry apply PATH",
     "diff": "%registry diff [V1 [V2]]",
-    "history": "%registry history",
+    "history": "%registry history [--view]",
     "rollback": "%registry rollback V",
     "reset": "%registry reset",
     "export": "%registry export DIR [NS ...]",
@@ -151,6 +151,19 @@ def entry_yaml(entry: Entry | None) -> str:
     return dump_yaml({"id": entry.id, "kind": entry.kind, "meta": dict(entry.meta), "data": dict(entry.data)})
 
 
+def registry_diff(reg: Registry, v1: int, v2: int) -> RegistryDiff:
+    """The unified diff of the entries' YAML between versions ``v1`` and ``v2`` (``%registry diff``)."""
+    lines: list[str] = []
+    for c in reg.diff(v1, v2):
+        lines += difflib.unified_diff(
+            entry_yaml(c.before).splitlines(), entry_yaml(c.after).splitlines(),
+            fromfile=f"v{v1} {c.id}" if c.before is not None else f"v{v1} (no {c.id})",
+            tofile=f"v{v2} {c.id}" if c.after is not None else f"v{v2} (no {c.id})",
+            lineterm="",
+        )
+    return RegistryDiff(v1, v2, lines)
+
+
 def _summary(meta: Any) -> str:
     if not meta:
         return "-"
@@ -240,7 +253,8 @@ class RegistryMagics(Magics):
         %registry set ID key=value ...     set data.key (the value read as a YAML scalar), one transaction
         %registry apply PATH               load a file or directory tree, apply it as one transaction
         %registry diff [V1 [V2]]           a coloured diff (default: the previous version against the current)
-        %registry history                  versions: time, message, changes
+        %registry history [--view]         versions: time, message, changes (--view: a live timeline
+                                           with each version's diff)
         %registry rollback V               make version V's entries current, as a new version
         %registry reset                    empty the registry and its history
         %registry export DIR [NS ...]      write the entries as a tree `wippy run DIR` runs
@@ -350,18 +364,14 @@ class RegistryMagics(Magics):
         else:
             v1 = _version("diff", args[0], reg)
             v2 = _version("diff", args[1], reg) if len(args) > 1 else current
-        lines: list[str] = []
-        for c in reg.diff(v1, v2):
-            lines += difflib.unified_diff(
-                entry_yaml(c.before).splitlines(), entry_yaml(c.after).splitlines(),
-                fromfile=f"v{v1} {c.id}" if c.before is not None else f"v{v1} (no {c.id})",
-                tofile=f"v{v2} {c.id}" if c.after is not None else f"v{v2} (no {c.id})",
-                lineterm="",
-            )
-        return RegistryDiff(v1, v2, lines)
+        return registry_diff(reg, v1, v2)
 
     @staticmethod
-    def _history(args: list[str]) -> Table:
+    def _history(args: list[str]) -> Any:
+        if args == ["--view"]:
+            from .views import RegistryHistoryView
+
+            return RegistryHistoryView(node())
         _args("history", args, 0, 0)
         rows = [
             (str(v.version), time.strftime("%H:%M:%S", time.localtime(v.time)), v.message or "",

@@ -1,7 +1,9 @@
 """Supervision magics: ``%tree`` (the supervision tree).
 
-``%tree --text [ROOT]`` prints the tree as text; bare ``%tree [ROOT]`` shows the same snapshot drawn
-(an SVG picture with the text as its plain form, so a saved notebook, GitHub and nbval read it).
+``%tree --text [ROOT]`` prints the tree as text; bare ``%tree [ROOT]`` is the live view
+(:class:`~wippy.magics.views.TreeView`: the SVG picture, redrawn as the tree changes, with the picture and
+the text as its static forms, so a saved notebook, GitHub and nbval read it); ``%tree --no-pids`` is a
+snapshot without PIDs (picture and text), which reads the same every run.
 
 Threads: the magic runs on the cell's thread and reads a snapshot (``node.supervision.tree``), which
 any thread may take. Wrong input raises :class:`~IPython.core.error.UsageError` (one line, no traceback).
@@ -10,6 +12,7 @@ any thread may take. Wrong input raises :class:`~IPython.core.error.UsageError` 
 from __future__ import annotations
 
 import html
+from collections.abc import Collection
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -21,7 +24,7 @@ from wippy.runtime.supervisor_tree import TreeNode, render_text
 from .current import node
 from .usage import parse
 
-__all__ = ["STATUS_COLOURS", "SupervisionMagics", "TreeText", "tree_svg"]
+__all__ = ["FLASH_STYLE", "STATUS_COLOURS", "SupervisionMagics", "TreeText", "tree_svg"]
 
 #: fill colours of the statuses (the live view uses the same)
 STATUS_COLOURS = {
@@ -59,9 +62,18 @@ class TreeText:
         return tree_svg(self.tree)
 
 
-def tree_svg(tree: TreeNode) -> str:
+#: how a crash flashes in the live view (TreeView): nodes restarted or failed since the last frame
+FLASH_STYLE = ("<style>.wippy-flash rect{animation:wippy-flash .5s ease-in-out 4}"
+               "@keyframes wippy-flash{50%{fill-opacity:.85;stroke-width:5}}</style>")
+
+
+def tree_svg(tree: TreeNode, flash: Collection[str] = ()) -> str:
     """Draw a snapshot as an SVG tree (top-down): one box a node, coloured by status, restart counts and
-    the last exit reason beside it (and in the hover title)."""
+    the last exit reason beside it (and in the hover title).
+
+    ``flash`` names nodes (by id) that just crashed or restarted: they get the class ``wippy-flash``
+    (a short CSS animation) and their last exit written under the box.
+    """
     box_w, box_h, gap_x, gap_y = 150, 46, 18, 40
     # leaves get consecutive columns; a parent sits above the middle of its children
     pos: dict[int, tuple[float, int]] = {}
@@ -83,6 +95,8 @@ def tree_svg(tree: TreeNode) -> str:
     height = (depth + 1) * (box_h + gap_y) + gap_y
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="wippy-tree" width="{width}" height="{height}" '
              f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">']
+    if flash:
+        parts.append(FLASH_STYLE)
 
     def xy(n: TreeNode) -> tuple[float, float]:
         x, d = pos[id(n)]
@@ -105,7 +119,9 @@ def tree_svg(tree: TreeNode) -> str:
         if n.last_exit:
             title += f"\nlast exit: {n.last_exit}"
         rx = 10 if n.kind in ("supervisor", "root") else 3
-        parts.append(f'<g class="wippy-node wippy-{html.escape(n.status)}" data-id="{html.escape(n.id)}">'
+        flashing = n.id in flash
+        css = f"wippy-node wippy-{html.escape(n.status)}" + (" wippy-flash" if flashing else "")
+        parts.append(f'<g class="{css}" data-id="{html.escape(n.id)}">'
                      f"<title>{html.escape(title)}</title>"
                      f'<rect x="{x}" y="{y}" width="{box_w}" height="{box_h}" rx="{rx}" fill="{colour}" '
                      'fill-opacity="0.15" stroke="' + colour + '" stroke-width="2"/>')
@@ -115,7 +131,7 @@ def tree_svg(tree: TreeNode) -> str:
         parts.append(f'<text x="{x + 6}" y="{y + 28}" fill="#444">{html.escape(sub[:26])}</text>')
         line3 = n.status + (f" · restarts {n.restarts}" if n.restarts else "")
         parts.append(f'<text x="{x + 6}" y="{y + 40}" fill="{colour}">{html.escape(line3)}</text>')
-        if n.last_exit and n.status in ("failed", "restarting"):
+        if n.last_exit and (flashing or n.status in ("failed", "restarting")):
             parts.append(f'<text x="{x}" y="{y + box_h + 12}" fill="#c62828" font-size="9">'
                          f"{html.escape(n.last_exit[:34])}</text>")
         parts.append("</g>")
@@ -138,10 +154,18 @@ class SupervisionMagics(Magics):
     @argument("root", metavar="ROOT", nargs="?", default=None,
               help="a supervisor, service or child: its id or PID (default: the whole tree)")
     @line_magic
-    def tree(self, line: str) -> TreeText:
-        """The supervision tree: every supervisor, service and worker with status, restarts, last exit."""
+    def tree(self, line: str) -> Any:
+        """The supervision tree: every supervisor, service and worker with status, restarts, last exit.
+
+        Bare ``%tree [ROOT]`` is the live view (a picture that follows crashes and restarts);
+        ``--text`` and ``--no-pids`` show a snapshot (text, or the picture without PIDs).
+        """
         args = parse(self.tree, line, "%tree")
         try:
+            if not args.text and not args.no_pids:
+                from .views import TreeView
+
+                return TreeView(node(), args.root)
             snap = node().supervision.tree(args.root)
         except WippyError as exc:
             raise UsageError(f"%tree: {exc}") from None

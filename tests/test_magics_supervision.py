@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from conftest import magics_shell, usage_error
 from wippy.magics.supervision import TreeText, tree_svg
+from wippy.magics.views import TreeView
 from wippy.runtime.supervisor_tree import TreeNode
 
 WORKER = """\
@@ -74,13 +75,27 @@ def test_tree_without_pids_reads_the_same_every_run(ip: Any) -> None:
                     "└── b  worker permanent  running")
 
 
-def test_bare_tree_has_a_picture_of_every_node(ip: Any) -> None:
+def test_bare_tree_is_the_live_view_with_a_picture_of_every_node(ip: Any) -> None:
     out = ip.run_cell("%tree").result
+    try:
+        assert isinstance(out, TreeView)
+        bundle = out._repr_mimebundle_()
+        svg = bundle["text/html"]
+        assert svg.startswith("<svg") and svg.endswith("</svg>")
+        assert 'data-id="demo:sup/a"' in svg and 'data-id="demo:sup/b"' in svg
+        assert "wippy-running" in svg
+        assert bundle["text/plain"].splitlines()[0].startswith("node  root  running")
+        assert "application/vnd.jupyter.widget-view+json" in bundle
+        assert out.svg.value == svg  # the widget shows the same picture
+    finally:
+        out.close()
+
+
+def test_no_pids_is_a_picture_snapshot(ip: Any) -> None:
+    out = ip.run_cell("%tree --no-pids demo:sup").result
+    assert isinstance(out, TreeText)
     svg = out._repr_html_()
-    assert svg.startswith("<svg") and svg.endswith("</svg>")
-    assert 'data-id="demo:sup/a"' in svg and 'data-id="demo:sup/b"' in svg
-    assert "wippy-running" in svg
-    assert repr(out).splitlines()[0].startswith("node  root  running")
+    assert svg.startswith("<svg") and "{python|" not in svg
 
 
 def test_a_crash_shows_in_the_tree(ip: Any) -> None:

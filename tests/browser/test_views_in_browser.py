@@ -1,0 +1,66 @@
+"""The live views in a real JupyterLab: the supervision tree and a mailbox redraw after a crash, and the
+sequence diagram of a traced cell is drawn. Screenshots go to docs/screenshots/ for the README.
+
+03-supervision shows `%tree demo:one` and `%mailbox one-b` (live widgets), then sends `hello` three
+times to `one-b` and crashes it. After Run All, the widgets must show what happened after they were
+displayed: the restart of `b` in the tree, the messages and the restart in the mailbox. Their saved
+outputs are cleared before the run, so nothing here can come from the notebook file.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from .helpers import error_outputs, hide_left_sidebar, open_notebook, run_all, screenshot, wait_for_selector_in_output
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+WIDGET = ".jupyter-widgets"
+
+
+def _poll_text(locator, wanted: str, timeout_ms: int = 20_000) -> str:
+    """Wait until the locator's text contains ``wanted`` (widgets redraw up to 10 times a second)."""
+    locator.page.wait_for_function(
+        "([el, w]) => el && el.textContent.includes(w)", arg=[locator.element_handle(), wanted], timeout=timeout_ms
+    )
+    return str(locator.text_content())
+
+
+def test_03_tree_and_mailbox_views_follow_a_crash(page, lab):
+    open_notebook(page, "03-supervision.ipynb")
+    cells = run_all(page, timeout=120)
+    assert not error_outputs(cells), f"error outputs in 03-supervision: {error_outputs(cells)}"
+
+    # the live tree of demo:one: a widget (not the static HTML of --no-pids cells) that shows b restarted
+    wait_for_selector_in_output(page, f'{WIDGET} svg.wippy-tree g.wippy-node[data-id="demo:one/b"]', timeout=60)
+    b_node = page.locator(f'{WIDGET} svg.wippy-tree g.wippy-node[data-id="demo:one/b"]').first
+    text = _poll_text(b_node, "restarts 1")
+    assert "running" in text, f"b should be running again after its restart, the live tree shows: {text!r}"
+    a_node = page.locator(f'{WIDGET} svg.wippy-tree g.wippy-node[data-id="demo:one/a"]').first
+    assert "restarts" not in str(a_node.text_content()), "one_for_one: a must not have restarted"
+
+    # the live mailbox of one-b: the three messages sent after it was shown, then the restart
+    box = wait_for_selector_in_output(page, f"{WIDGET} .wippy-mailbox", timeout=60).first
+    text = _poll_text(box, "restarted as")
+    assert text.count("hello") >= 3, f"the mailbox view should list the three hello messages: {text!r}"
+    assert "crash" in text, f"the mailbox view should list the crash message: {text!r}"
+
+    hide_left_sidebar(page)
+    b_node.evaluate("e => e.closest('.jp-CodeCell').scrollIntoView({block: 'start'})")
+    screenshot(page, "03-supervision-live-tree")
+    box.evaluate("e => e.closest('.jp-CodeCell').scrollIntoView({block: 'start'})")
+    screenshot(page, "03-supervision-mailbox")
+
+
+def test_04_observing_draws_a_sequence_diagram(page, lab):
+    open_notebook(page, "04-observing.ipynb")
+    cells = run_all(page, timeout=120)
+    assert not error_outputs(cells), f"error outputs in 04-observing: {error_outputs(cells)}"
+    # a traced cell's view freezes into its static picture once the cell's trace is complete
+    trace = wait_for_selector_in_output(page, "svg.wippy-trace", timeout=60).first
+    steps = trace.locator("g.wippy-step")
+    assert steps.count() > 0, "the traced cell's sequence diagram has no steps"
+    assert trace.locator("g.wippy-lifeline").count() >= 2, "a sequence diagram needs at least two lifelines"
+    hide_left_sidebar(page)
+    trace.evaluate("e => e.closest('.jp-CodeCell').scrollIntoView({block: 'start'})")
+    screenshot(page, "04-observing-trace")
