@@ -90,7 +90,23 @@ API: dict[str, dict[str, tuple[str, str]]] = {
         "apply_version": ("registry.apply_version(v)", "Roll back or forward to version `v`."),
     },
     "funcs": {
-        "call": ("funcs.call(id, ...) -> results | nil, err", "Call a function.lua entry."),
+        "call": ("funcs.call(id, ...) -> results | nil, err",
+                 "Call a function.lua entry (inside a workflow: an activity, journaled, run once)."),
+        "idempotency_key": ("funcs.idempotency_key() -> key | nil",
+                            "Inside an activity called from a workflow: its key '{workflow_id}:{seq}'."),
+    },
+    "workflow": {
+        "signal": ("workflow.signal(id, topic, payload) -> seq | nil, err",
+                   "Send a journaled message to a workflow (read from its inbox or listen)."),
+        "status": ("workflow.status(id) -> status | nil, err", "running, completed, failed or cancelled."),
+        "result": ("workflow.result(id, timeout?) -> value | nil, err", "Wait for a workflow's result."),
+        "cancel": ("workflow.cancel(id, reason?) -> true | nil, err", "Cancel a workflow."),
+        "list": ("workflow.list(status?) -> {record...}", "The workflows of the store."),
+        "history": ("workflow.history(id) -> {step...}", "A workflow's journal: op, args, result, time."),
+        "id": ("workflow.id() -> id", "Inside a workflow: its own ID."),
+    },
+    "uuid": {
+        "v4": ("uuid.v4() -> string", "A random UUID (journaled inside a workflow)."),
     },
     "supervisor": {
         "start": ("supervisor.start(spec | id) -> pid | nil, err",
