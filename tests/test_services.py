@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from supervision_helpers import node_of, pid_of, quiet, seen, settle
 from wippy.runtime import Entry, EntryError, FakeClock, Mailbox, Node, Timeout
 from wippy.runtime.errors import SupervisionError
 from wippy.runtime.supervisor_spec import RestartPolicy
@@ -59,38 +60,6 @@ def service(entry_id: str, tag: str | None = None, mode: str | None = None, **li
     if lifecycle:
         data["lifecycle"] = lifecycle
     return Entry(entry_id, "process.service", {}, data)
-
-
-def seen(mb: Mailbox, n: int) -> list[tuple[str, str]]:
-    out = []
-    for _ in range(n):
-        m = mb.receive(5)
-        out.append((m.topic, m.payload["tag"]))
-    return out
-
-
-def settle(node: Node) -> None:
-    node.supervision.sync()
-    for _ in range(2):
-        node.call(lambda ctx: None)
-
-
-def quiet(node: Node, mb: Mailbox) -> None:
-    settle(node)
-    extra = mb.receive_nowait()
-    assert extra is None, f"unexpected report {extra}"
-
-
-def node_of(node: Node, node_id: str) -> TreeNode:
-    found = node.supervision.tree().find(node_id)
-    assert found is not None, node.supervision.text()
-    return found
-
-
-def pid_of(node: Node, node_id: str) -> str:
-    pid = node_of(node, node_id).pid
-    assert pid is not None, node.supervision.text()
-    return pid
 
 
 def crash(node: Node, node_id: str, topic: str = "crash") -> str:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from supervision_helpers import node_of, pid_of, quiet, seen, settle
 from wippy.runtime import Entry, EntryError, FakeClock, Mailbox, Node, Timeout
 from wippy.runtime.errors import SupervisionError
 from wippy.runtime.supervisor_tree import TreeEvent, TreeNode, render_text
@@ -63,41 +64,6 @@ def probe(fake_node: Node) -> Iterator[Mailbox]:
 def child(cid: str, mode: str | None = None, **kw: Any) -> dict[str, Any]:
     """A worker child spec running ``test:w`` with its id as tag."""
     return {"id": cid, "process": W, "input": [cid] if mode is None else [cid, mode], **kw}
-
-
-def seen(mb: Mailbox, n: int) -> list[tuple[str, str]]:
-    """The next ``n`` reports: (topic, tag)."""
-    out = []
-    for _ in range(n):
-        m = mb.receive(5)
-        out.append((m.topic, m.payload["tag"]))
-    return out
-
-
-def settle(node: Node) -> None:
-    """Let the supervision and the host finish what is queued (barriers, not sleeps)."""
-    node.supervision.sync()
-    for _ in range(2):
-        node.call(lambda ctx: None)
-
-
-def quiet(node: Node, mb: Mailbox) -> None:
-    """Nothing more was reported."""
-    settle(node)
-    extra = mb.receive_nowait()
-    assert extra is None, f"unexpected report {extra}"
-
-
-def node_of(node: Node, node_id: str) -> TreeNode:
-    found = node.supervision.tree().find(node_id)
-    assert found is not None, node.supervision.text()
-    return found
-
-
-def pid_of(node: Node, node_id: str) -> str:
-    pid = node_of(node, node_id).pid
-    assert pid is not None
-    return pid
 
 
 def crash(node: Node, node_id: str, topic: str = "crash") -> str:
