@@ -67,12 +67,13 @@ FLASH_STYLE = ("<style>.wippy-flash rect{animation:wippy-flash .5s ease-in-out 4
                "@keyframes wippy-flash{50%{fill-opacity:.85;stroke-width:5}}</style>")
 
 
-def tree_svg(tree: TreeNode, flash: Collection[str] = ()) -> str:
+def tree_svg(tree: TreeNode, flash: Collection[str] = (), links: Collection[tuple[str, str]] = ()) -> str:
     """Draw a snapshot as an SVG tree (top-down): one box a node, coloured by status, restart counts and
     the last exit reason beside it (and in the hover title).
 
     ``flash`` names nodes (by id) that just crashed or restarted: they get the class ``wippy-flash``
-    (a short CSS animation) and their last exit written under the box.
+    (a short CSS animation) and their last exit written under the box. ``links`` are pairs of PIDs
+    linked to each other (:func:`tree_links`): drawn dotted between the boxes of the two processes.
     """
     box_w, box_h, gap_x, gap_y = 150, 46, 18, 40
     # leaves get consecutive columns; a parent sits above the middle of its children
@@ -139,9 +140,34 @@ def tree_svg(tree: TreeNode, flash: Collection[str] = ()) -> str:
             boxes(c)
 
     edges(tree)
+    by_pid = {n.pid: n for n in tree.walk() if n.pid}
+    for a, b in links:
+        na, nb = by_pid.get(a), by_pid.get(b)
+        if na is None or nb is None or na is nb:
+            continue
+        (ax, ay), (bx, by) = xy(na), xy(nb)
+        parts.append(f'<path class="wippy-link" d="M {ax + box_w / 2} {ay + box_h} C {ax + box_w / 2} '
+                     f'{ay + box_h + gap_y * 0.8}, {bx + box_w / 2} {by + box_h + gap_y * 0.8}, '
+                     f'{bx + box_w / 2} {by + box_h}" fill="none" stroke="#7b1fa2" stroke-width="1.2" '
+                     f'stroke-dasharray="3 3"><title>linked: {html.escape(a)} - {html.escape(b)}</title></path>')
     boxes(tree)
     parts.append("</svg>")
     return "".join(parts)
+
+
+def tree_links(node: Any, tree: TreeNode) -> list[tuple[str, str]]:
+    """The links between processes of ``tree`` (each pair once), from the node's process statistics.
+    Any thread but a host's."""
+    pids = {n.pid for n in tree.walk() if n.pid and not n.pid.startswith("{python|")}
+    if len(pids) < 2:
+        return []
+    pairs: set[tuple[str, str]] = set()
+    for p in node.statistics(memory=False).processes:
+        if p.pid in pids:
+            for other in p.links:
+                if other in pids:
+                    pairs.add((min(p.pid, other), max(p.pid, other)))
+    return sorted(pairs)
 
 
 @magics_class

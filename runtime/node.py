@@ -66,6 +66,7 @@ class ProcessStatistics:
     memory: int | None     #: estimated bytes held (environment, inbox), when asked for
     uptime: float          #: seconds since spawn
     names: tuple[str, ...] = ()
+    links: tuple[str, ...] = ()  #: PIDs it is linked to (process.link, spawn_linked), sorted
 
 
 @dataclass(frozen=True)
@@ -719,6 +720,7 @@ class Node:
                         instructions=p["instructions"], resumes=p["resumes"], memory=p.get("memory"),
                         uptime=max(0.0, float(p["uptime"])),
                         names=names.get(p["pid"], ()),
+                        links=tuple(str(x) for x in (p.get("links") or ())),
                     )
                 )
         procs.sort(key=lambda p: (p.host, p.pid))

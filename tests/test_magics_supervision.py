@@ -128,3 +128,30 @@ def test_svg_marks_failed_nodes_and_their_reason() -> None:
     assert "wippy-failed" in svg
     assert "reached max restart intensity" in svg
 
+
+
+def test_links_between_supervised_processes_are_drawn_dotted(ip: Any) -> None:
+    from wippy.magics.supervision import tree_links
+
+    node = ip.user_ns["node"]
+    node.define("demo:linker", "process.lua", source="""
+return { main = function(other)
+  local pid = process.registry.lookup(other)
+  if pid then process.link(pid) end
+  process.inbox():receive()
+end }""")
+    node.supervision.start({"id": "linked", "children": [
+        {"id": "la", "process": "demo:linker", "input": ["nobody"], "name": "l-a"},
+        {"id": "lb", "process": "demo:linker", "input": ["l-a"], "name": "l-b"},
+    ]})
+    try:
+        tree = node.supervision.tree("linked")
+        a, b = (c.pid for c in tree.children)
+        assert node.statistics().processes   # the statistics carry the links
+        assert tree_links(node, tree) == [(min(a, b), max(a, b))]
+        svg = tree_svg(tree, links=tree_links(node, tree))
+        assert svg.count('class="wippy-link"') == 1
+        assert "stroke-dasharray" in svg
+        assert tree_svg(tree).count("wippy-link") == 0
+    finally:
+        node.supervision.stop("linked")

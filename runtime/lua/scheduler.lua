@@ -2481,6 +2481,15 @@ local function footprint(v, seen, cap)
   return size
 end
 
+-- the PIDs a process is linked to, as a list (nil when it has no links: most processes)
+local function link_list(links)
+  if not links or next(links) == nil then return nil end
+  local out = {}
+  for other in next, links do out[#out + 1] = other end
+  table.sort(out)
+  return out
+end
+
 local function proc_info(p, with_memory, now)
   local ib = p.inbox
   local mem = nil
@@ -2493,7 +2502,7 @@ local function proc_info(p, with_memory, now)
     pid = p.pid, entry = p.entry, status = p.wait and "waiting" or (p.queued and "runnable" or "running"),
     mailbox = ib and ib.n or 0, messages_in = p.n_in, messages_out = p.n_out,
     instructions = p.instr or 0, resumes = p.resumes, memory = mem, uptime = (now or mono()) - p.t0,
-    trap_links = p.trap_links or false, budget = p.budget or 0,
+    trap_links = p.trap_links or false, budget = p.budget or 0, links = link_list(p.links),
   }
 end
 
