@@ -15,10 +15,18 @@ Dropdown, a filter Text) run on the kernel's shell thread or, in JupyterLab 4.4+
 they only mark the view dirty. The pump's thread is the only one that draws and writes model traitlets.
 A step that raises is counted (``pump.errors``) and shown in the view's status line; the pump goes on.
 
-Closing (:meth:`View.close`, ``view.widget.close()``, or the front end closing the model's comm when its
-output is cleared) stops the pump, closes the subscriptions and closes every widget of the view
-(children, layouts, styles), so ipywidgets' registry does not grow. A view that was displayed in a
-kernel then replaces its output by the static HTML of its last state (``update_display_data``).
+Closing (:meth:`View.close`, ``view.widget.close()``, or the front end closing the model's comm) stops
+the pump, closes the subscriptions and closes every widget of the view (children, layouts, styles), so
+ipywidgets' registry does not grow. A view that was displayed in a kernel then replaces its output by the
+static HTML of its last state (``update_display_data``).
+
+Clearing an output closes the view too. JupyterLab removes the widget's views from a cleared output but
+keeps its model, so the kernel would hear nothing: every view's box holds a :class:`Presence`, an
+invisible anywidget whose front-end views say when they are rendered and removed (anywidget calls the
+cleanup that ``render`` returns when a view is removed). After a removal the kernel asks the front ends
+whether any of them still shows the view; if none answers within :attr:`View.GRACE` seconds, the view
+closes as if ``close(freeze=False)`` were called: no static form is written, the output stays cleared.
+A view that no front end ever rendered (nbval, a plain kernel, tests) is never closed this way.
 """
 
 from __future__ import annotations
@@ -33,12 +41,16 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, ClassVar, Protocol
 
+import anywidget
 import ipywidgets as widgets
+import traitlets
 from wippy.runtime import Node, NodeStatistics, WippyError
 
 __all__ = [
+    "GRACE",
     "INTERVAL",
     "EventSource",
+    "Presence",
     "Pump",
     "RuntimeEventLike",
     "Subscription",
@@ -47,12 +59,14 @@ __all__ = [
     "cell_runs_again",
     "close_widget",
     "events_of",
+    "live_views",
     "statistics",
     "timed_statistics",
 ]
 
 INTERVAL = 0.1  # seconds between two steps of a pump: at most 10 updates a second
 MAXLEN = 10_000  # events a subscription buffers before it drops (and counts)
+GRACE = 1.5  # seconds a shown view may have no front-end view (a re-render) before it is closed
 
 
 # ---------------------------------------------------------------------------------------------- sources
@@ -250,6 +264,81 @@ def close_widget(w: widgets.Widget) -> None:
     w.close()
 
 
+# ---------------------------------------------------------------------------------------------- presence
+# A front-end view of a Presence says "view-added" when rendered and "view-removed" from the cleanup that
+# anywidget calls when the view is removed; it answers the kernel's "census" with "here". Sends after the
+# model was closed are ignored (the send throws or does nothing).
+_PRESENCE_ESM = """
+export default {
+  render({ model, el }) {
+    el.style.display = "none";
+    const send = (event) => {
+      try { model.send({ event }); } catch (e) { /* the model is closed */ }
+    };
+    const answer = (msg) => { if (msg && msg.event === "census") send("here"); };
+    model.on("msg:custom", answer);
+    send("view-added");
+    return () => {
+      model.off("msg:custom", answer);
+      send("view-removed");
+    };
+  },
+};
+"""
+
+
+class Presence(anywidget.AnyWidget):  # type: ignore[misc]
+    """An invisible widget that notices when no front end shows it any more, and then calls ``on_gone``
+    (on a timer thread).
+
+    When one of its front-end views is removed, the kernel asks every front end (a "census" message:
+    comm messages go to every page connected to the kernel) and waits ``grace`` seconds: if no view
+    answered "here" and none was added meanwhile, nothing shows the widget. Asking, rather than
+    counting adds and removes, keeps a page that went away without a word (reloaded, its tab closed:
+    its views' removals never reach the kernel) from keeping a view alive after a later clear. Only a
+    removal starts this: a presence that no front end ever rendered is never gone.
+    """
+
+    _esm = traitlets.Unicode(_PRESENCE_ESM).tag(sync=True)
+
+    def __init__(self, on_gone: Callable[[], None], grace: float = GRACE) -> None:
+        super().__init__()
+        self.grace = grace
+        self._on_gone = on_gone
+        self._lock = threading.Lock()
+        self._generation = 0  # bumped by every removal: a timer of an older one does nothing
+        self._answered = False  # a view was added, or answered, since the last removal
+        self.added = self.removed = 0  # views rendered and removed so far, in all front ends
+        self.on_msg(self._message)
+
+    def _message(self, _widget: Any, content: Any, _buffers: Any) -> None:
+        """A front end's message (on the kernel's shell thread): never blocks."""
+        event = content.get("event") if isinstance(content, dict) else None
+        with self._lock:
+            if event in ("view-added", "here"):
+                self._answered = True
+                self.added += event == "view-added"
+                return
+            if event != "view-removed":
+                return
+            self.removed += 1
+            self._generation += 1
+            self._answered = False
+            generation = self._generation
+        with contextlib.suppress(Exception):  # the comm may be closing
+            self.send({"event": "census"})
+        timer = threading.Timer(self.grace, self._expire, (generation,))
+        timer.name, timer.daemon = "wippy-view-gone", True
+        timer.start()
+
+    def _expire(self, generation: int) -> None:
+        with self._lock:
+            if self._answered or generation != self._generation:
+                return
+        with contextlib.suppress(Exception):  # closing must not print into some cell's output
+            self._on_gone()
+
+
 # ---------------------------------------------------------------------------------------------- cells
 _by_cell: dict[str, list[weakref.ref[View]]] = {}  # views shown by a notebook cell, by the cell's id
 _by_cell_lock = threading.Lock()
@@ -283,6 +372,28 @@ def cell_runs_again(cell_id: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- the base
+_live: weakref.WeakSet[View] = weakref.WeakSet()  # views made and not closed yet
+_live_lock = threading.Lock()
+
+
+def _closer(ref: weakref.ref[View]) -> Callable[[], None]:
+    """What a view's presence calls when the view's output was cleared: close it, leaving no output."""
+
+    def close() -> None:
+        view = ref()
+        if view is not None:
+            view.close(freeze=False)
+
+    return close
+
+
+def live_views() -> list[View]:
+    """The views of this process that are not closed (child views, such as the mailbox under a process
+    table, included)."""
+    with _live_lock:
+        return [v for v in _live if not v.closed]
+
+
 def _ipython_kernel_shell() -> Any:
     """The running ipykernel's shell, or None (a plain IPython shell, or no IPython at all)."""
     try:
@@ -305,6 +416,8 @@ class View:
     """
 
     title: ClassVar[str] = "view"
+    GRACE: ClassVar[float] = GRACE
+    """Seconds a view that was shown may have no front-end view before it closes (see :class:`Presence`)."""
 
     def __init__(self, node: Node, *, interval: float = INTERVAL, live: bool = True) -> None:
         self.node = node
@@ -325,6 +438,10 @@ class View:
             close_widget(self.status)
             raise
         self.pump = Pump(self._tick, interval=interval, name=f"wippy-{self.title}")
+        self.presence = Presence(_closer(weakref.ref(self)), grace=self.GRACE)
+        self.widget.children = (*self.widget.children, self.presence)
+        with _live_lock:
+            _live.add(self)
         try:
             self.refresh()
         except BaseException:
@@ -472,6 +589,8 @@ class View:
                 except Exception:  # the node may be gone: leave the output as it was
                     final = None
             self.closed = True
+        with _live_lock:
+            _live.discard(self)
         close_widget(self.widget)
         shell = _ipython_kernel_shell()
         if shell is not None and final is not None:

@@ -17,7 +17,7 @@ import ipywidgets as widgets
 from wippy.runtime import Node, WippyError
 from wippy.runtime.supervisor_tree import TreeNode, render_text
 
-from ..supervision import _strip_pids, tree_svg
+from ..supervision import _strip_pids, tree_links, tree_svg
 from .pump import INTERVAL, TreeBuffer, View
 
 __all__ = ["TreeView"]
@@ -42,6 +42,7 @@ class TreeView(View):
         self.problem: str | None = None
         self._restarts: dict[str, int] = {}
         self._flash_until: dict[str, float] = {}
+        self._links: list[tuple[str, str]] = []   # linked PIDs of the tree, drawn dotted
         self._buffer: TreeBuffer | None = None
         super().__init__(node, interval=interval, live=live)
 
@@ -76,6 +77,10 @@ class TreeView(View):
                     self._flash_until[n.id] = now + self.FLASH_SECONDS
             self._restarts = {n.id: n.restarts for n in snap.walk()}
             self.snapshot = snap
+            try:   # links between its processes, drawn dotted (read once per change of the tree)
+                self._links = tree_links(self.node, snap) if self.pids else []
+            except WippyError:
+                self._links = []
         for k in [k for k, t in self._flash_until.items() if t <= now]:
             del self._flash_until[k]  # the next frame drops its class
 
@@ -86,7 +91,9 @@ class TreeView(View):
 
     def _frame(self) -> dict[widgets.Widget, dict[str, Any]]:
         shown = self._shown()
-        return {self.svg: {"value": tree_svg(shown, flash=self.flashing) if shown is not None else self.static_html()}}
+        if shown is None:
+            return {self.svg: {"value": self.static_html()}}
+        return {self.svg: {"value": tree_svg(shown, flash=self.flashing, links=self._links)}}
 
     def _status_html(self) -> str:
         parts = []
@@ -103,7 +110,9 @@ class TreeView(View):
 
     def static_html(self) -> str:
         shown = self._shown()
-        return tree_svg(shown) if shown is not None else f"<p>{html.escape(self.problem or 'no tree')}</p>"
+        if shown is None:
+            return f"<p>{html.escape(self.problem or 'no tree')}</p>"
+        return tree_svg(shown, links=self._links)
 
     def text(self) -> str:
         shown = self._shown()

@@ -35,6 +35,7 @@ __all__ = [
     "clear_all_outputs",
     "code_cells",
     "error_outputs",
+    "execute_new_cell",
     "hide_left_sidebar",
     "kernel_status",
     "menu",
@@ -262,6 +263,30 @@ def run_all(page: Page, timeout: float = 60.0) -> list[CodeCell]:
         return f"Run All Cells did not finish within {timeout:g} s: {s.describe()}"
 
     return _poll(page, _state, finished, timeout, failure).cells
+
+
+def execute_new_cell(page: Page, code: str, timeout: float = 30.0) -> str:
+    """Add a code cell below the last cell, type ``code`` into it, run it (Shift+Enter) and return the text
+    of its outputs once it has run and the kernel is idle.
+
+    Works in command mode with Lab's default shortcuts: Escape, ``b`` (insert below), Enter (edit).
+    """
+    index = len(code_cells(page))  # the new cell is the last code cell
+    page.locator(f"{_NOTEBOOK} .jp-Cell").last.locator(".jp-InputPrompt").click()
+    page.keyboard.press("Escape")
+    page.keyboard.press("b")
+    page.keyboard.press("Enter")
+    page.keyboard.insert_text(code)  # no auto-indent or bracket closing, unlike typing key by key
+    page.keyboard.press("Shift+Enter")
+
+    def ran(s: _State) -> bool:
+        if s.kernel_word() == "Dead":
+            raise BrowserWaitError(f"the kernel died running a new cell: {s.describe()}")
+        return len(s.cells) > index and bool(_EXECUTED.match(s.cells[index].prompt)) and s.kernel_word() == "Idle"
+
+    seen = _poll(page, _state, ran, timeout,
+                 lambda s: f"the new cell {code!r} did not run within {timeout:g} s: {s.describe()}")  # fmt: skip
+    return seen.cells[index].text
 
 
 def error_outputs(cells: list[CodeCell]) -> list[tuple[int, CellOutput]]:

@@ -11,7 +11,16 @@ from __future__ import annotations
 
 import pytest
 
-from .helpers import error_outputs, hide_left_sidebar, open_notebook, run_all, screenshot, wait_for_selector_in_output
+from .helpers import (
+    clear_all_outputs,
+    error_outputs,
+    execute_new_cell,
+    hide_left_sidebar,
+    open_notebook,
+    run_all,
+    screenshot,
+    wait_for_selector_in_output,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -24,6 +33,14 @@ def _poll_text(locator, wanted: str, timeout_ms: int = 20_000) -> str:
         "([el, w]) => el && el.textContent.includes(w)", arg=[locator.element_handle(), wanted], timeout=timeout_ms
     )
     return str(locator.text_content())
+
+
+_SCROLL_TO_TOP = "e => e.scrollIntoView({block: 'start'})"
+
+
+def _cell_with(page, css: str):
+    """The first code cell whose output holds an element matching ``css``."""
+    return page.locator(".jp-CodeCell").filter(has=page.locator(f".jp-OutputArea-output {css}")).first
 
 
 def test_03_tree_and_mailbox_views_follow_a_crash(page, lab):
@@ -46,9 +63,11 @@ def test_03_tree_and_mailbox_views_follow_a_crash(page, lab):
     assert "crash" in text, f"the mailbox view should list the crash message: {text!r}"
 
     hide_left_sidebar(page)
-    b_node.evaluate("e => e.closest('.jp-CodeCell').scrollIntoView({block: 'start'})")
+    # scroll the code cells, which stay put: the drawings inside are replaced as the widgets redraw, and a
+    # replaced element has no .jp-CodeCell around it any more
+    _cell_with(page, f"{WIDGET} svg.wippy-tree").evaluate(_SCROLL_TO_TOP)
     screenshot(page, "03-supervision-live-tree")
-    box.evaluate("e => e.closest('.jp-CodeCell').scrollIntoView({block: 'start'})")
+    _cell_with(page, f"{WIDGET} .wippy-mailbox").evaluate(_SCROLL_TO_TOP)
     screenshot(page, "03-supervision-mailbox")
 
 
@@ -64,3 +83,29 @@ def test_04_observing_draws_a_sequence_diagram(page, lab):
     hide_left_sidebar(page)
     trace.evaluate("e => e.closest('.jp-CodeCell').scrollIntoView({block: 'start'})")
     screenshot(page, "04-observing-trace")
+
+
+# Prints how many views are live, then waits (at most 10 s) until none is and prints how long that took.
+# The front end's removal messages were queued before this cell's execute request, so they are handled
+# first; the views close on their grace timers while the cell waits.
+_LIVE_AFTER_CLEAR = """\
+import time
+from wippy.magics.views.pump import live_views
+t0 = time.monotonic()
+while live_views() and time.monotonic() - t0 < 10:
+    time.sleep(0.05)
+print(f"live views: {len(live_views())} after {time.monotonic() - t0:.2f} s")
+"""
+
+
+def test_clearing_the_outputs_ends_the_live_views(page, lab):
+    open_notebook(page, "03-supervision.ipynb")
+    cells = run_all(page, timeout=120)
+    assert not error_outputs(cells), f"error outputs in 03-supervision: {error_outputs(cells)}"
+    wait_for_selector_in_output(page, f'{WIDGET} svg.wippy-tree g.wippy-node[data-id="demo:one/b"]', timeout=60)
+    shown = execute_new_cell(page, "from wippy.magics.views.pump import live_views\nprint(len(live_views()))")
+    assert int(shown.strip()) >= 2, f"the live tree and mailbox of 03 should be live views, the kernel has {shown!r}"
+
+    clear_all_outputs(page)  # Edit > Clear Outputs of All Cells: Lab removes the widgets' views, keeps models
+    said = execute_new_cell(page, _LIVE_AFTER_CLEAR)
+    assert said.startswith("live views: 0 "), f"the views outlived the clear: {said!r}"
