@@ -26,6 +26,7 @@ import heapq
 import itertools
 import queue
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -37,6 +38,7 @@ from .errors import EntryError, ProcessError, SupervisionError, Timeout, WippyEr
 from .mailbox import Event, Mailbox
 from .payload import check_plain
 from .supervisor_spec import (
+    DEFAULT_HOST,
     ChildSpec,
     ServiceSpec,
     SupervisorSpec,
@@ -192,6 +194,7 @@ class Supervision:
         self._version = 0
         self._changed = threading.Condition(self._lock)
         self.problems: list[str] = []               # start failures of required services, newest last
+        self._problem_ids: set[str] = set()          # entries with a recorded problem (once each)
         pid = node._new_python_pid()
         self._mailbox = _Mailbox(node, pid, self._q)
         node._attach_mailbox(self._mailbox)
@@ -471,7 +474,7 @@ class Supervision:
                     if e is None or e.kind != "process.lua":
                         raise EntryError(f"{item.id}: {where}.process: '{spec.target}' is not a process.lua entry"
                                          + ("" if e is not None else " (it does not exist)"))
-                    if spec.host not in self.node.hosts:
+                    if not self._host_exists(spec.host):
                         raise EntryError(f"{item.id}: {where}.host: unknown host '{spec.host}'")
                     for a in spec.input:
                         check_plain(a)
@@ -498,11 +501,16 @@ class Supervision:
                         pass
 
     # ------------------------------------------------------------------ registry (supervision thread)
+    def _host_exists(self, host: str) -> bool:
+        """A host outside the registry: the node's own (``app:processes`` always exists, also before the
+        node starts: ``wippy run`` loads its tree first) or one added with ``Node.add_host``."""
+        return host == DEFAULT_HOST or host in self.node.hosts
+
     def validator(self, cs: ChangeSet) -> None:
         """Registry validator: refuse bad service and supervisor specs (any committing thread)."""
         if any(c.kind in ("process.service", "process.supervisor", "process.lua", "process.host")
                for c in cs.changes):
-            check_supervision(cs.after, lambda h: h in self.node.hosts)
+            check_supervision(cs.after, self._host_exists)
 
     def on_commit(self, ids: frozenset[str]) -> None:
         """After a commit (on the committing thread): start, restart and stop what the change asks.
@@ -514,6 +522,8 @@ class Supervision:
             return
         if not any(self._relevant(i) for i in ids):
             return
+        with self._lock:
+            known = len(self.problems)
         fut = self._submit(lambda: self._reconcile(ids))
         if self.node._on_host_thread():
             return
@@ -523,6 +533,10 @@ class Supervision:
             self.node._host_fault("supervision", f"after the registry commit: {exc}")
             return
         self._settle()
+        with self._lock:
+            new = self.problems[known:]
+        for text in new:   # on the committing thread: in a notebook, under the cell that committed
+            sys.stderr.write(f"wippy: supervision: {text}\n")
 
     def _relevant(self, entry_id: str) -> bool:
         e = self.node.entries.get(entry_id)
@@ -575,7 +589,7 @@ class Supervision:
                     try:
                         self._start_top(self._prepare(now.id))
                     except WippyError as exc:
-                        self._problem(f"{now.id}: {exc}")
+                        self._problem(now.id, f"{now.id}: {exc}")
         # 2. what should auto-start and does not run yet, services in dependency order
         claimed = self._claimed()
         running = {i.id for i in self._root}
@@ -591,19 +605,23 @@ class Supervision:
                 try:
                     self._start_top(self._prepare(e.id))
                 except WippyError as exc:
-                    self._problem(f"{e.id}: {exc}")
+                    self._problem(e.id, f"{e.id}: {exc}")
         for e in wanted:
             if e.kind == "process.supervisor":
                 try:
                     self._start_top(self._prepare(e.id))
                 except WippyError as exc:
-                    self._problem(f"{e.id}: {exc}")
+                    self._problem(e.id, f"{e.id}: {exc}")
 
-    def _problem(self, text: str) -> None:
+    def _problem(self, entry_id: str, text: str) -> None:
+        """Record that ``entry_id`` could not start (once, until it starts again): in ``problems`` and the
+        supervision's log. The caller says it where a person reads it (the CLI at boot, a cell's commit)."""
         with self._lock:
+            if entry_id in self._problem_ids:
+                return
+            self._problem_ids.add(entry_id)
             self.problems.append(text)
-        self.node._log(self.pid, "error", f"supervision: {text}", None)
-        self.node._host_fault("supervision", text)
+        self.node._keep(self.pid, f"[error] supervision: {text}")
 
     def _dependency_order(self, entries: list[Entry]) -> list[Entry]:
         """Services with their requirements first (requirements not asked for are pulled in)."""
@@ -709,7 +727,7 @@ class Supervision:
                 try:
                     self._start_top(self._prepare(r))
                 except WippyError as exc:
-                    self._problem(f"{r} (required by {svc.id}): {exc}")
+                    self._problem(r, f"{r} (required by {svc.id}): {exc}")
                 with self._lock:
                     dep = next((i for i in self._root if i.id == r), None)
             if dep is None or dep.status not in ("running", "restarting"):
@@ -724,7 +742,7 @@ class Supervision:
             text = f"required service {missing} is not running"
             self._set(svc, "failed", reason=text, last_exit=text)
             if svc.spec.startup == "required":
-                self._problem(f"{svc.id}: {text}")
+                self._problem(svc.id, f"{svc.id}: {text}")
             return False
         return self._start_service(svc, first=True)
 
@@ -738,7 +756,7 @@ class Supervision:
             if first:
                 self._set(svc, "failed", reason=text, last_exit=text)
                 if spec.startup == "required":
-                    self._problem(f"{svc.id}: {exc}")
+                    self._problem(svc.id, f"{svc.id}: {exc}")
                 return False
             self._pending.append(("crash", svc, text))
             return True
@@ -756,8 +774,10 @@ class Supervision:
                 with self._lock:
                     self._by_pid.pop(pid, None)
                 self._set(svc, "failed", reason=text, last_exit=text, pid=None)
-                self._problem(f"{svc.id} failed to start: {text}")
+                self._problem(svc.id, f"{svc.id} failed to start: {text}")
                 return False
+        with self._lock:
+            self._problem_ids.discard(svc.id)   # it runs: a later failure to start is news again
         return True
 
     def _service_down(self, svc: _Service, reason: str, text: str) -> None:

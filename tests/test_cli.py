@@ -155,3 +155,53 @@ def test_ctrl_c_interrupts_a_running_entry(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+SERVICES = """\
+namespace: app
+entries:
+  - name: ticker
+    kind: process.lua
+    source: |
+      return { main = function(name, fail)
+        if fail then error("cannot reach the database") end
+        print(name .. " started")
+        process.inbox():receive()
+      end }
+  - name: db
+    kind: process.service
+    process: app:ticker
+    input: [db]
+    lifecycle: {auto_start: true}
+  - name: api
+    kind: process.service
+    process: app:ticker
+    input: [api]
+    lifecycle: {auto_start: true, requires: [app:db]}
+  - name: main
+    kind: process.lua
+    modules: [supervisor]
+    source: |
+      return { main = function()
+        local t = supervisor.tree()
+        for _, c in ipairs(t.children) do print(c.id, c.status) end
+      end }
+"""
+
+
+def test_run_starts_services_in_dependency_order(tmp_path: Path) -> None:
+    """What auto-starts in the tree runs before the entry (the default host exists before the node starts)."""
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "_index.yaml").write_text(SERVICES)
+    r = wippy("run", str(tmp_path / "app"), "--entry", "app:main", "--data-dir", str(tmp_path / "data"))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["db started", "api started", "app:db\trunning", "app:api\trunning"]
+
+
+def test_run_fails_when_a_required_service_cannot_start(tmp_path: Path) -> None:
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "_index.yaml").write_text(SERVICES.replace("input: [db]", "input: [db, true]"))
+    r = wippy("run", str(tmp_path / "app"), "--entry", "app:main", "--data-dir", str(tmp_path / "data"))
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "cannot start" in r.stderr and "app:db" in r.stderr and "cannot reach the database" in r.stderr
+    assert "Traceback" not in r.stderr
