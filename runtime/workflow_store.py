@@ -426,7 +426,6 @@ class WorkflowStore(ABC):
         return f"<{type(self).__name__} {self.location}{' (closed)' if self._closed else ''}>"
 
     # ------------------------------------------------------------------ workflows
-    @abstractmethod
     def create(self, workflow_id: str, entry_id: str, input: Value, node_id: str) -> tuple[bool, WorkflowRecord]:
         """Create a running workflow owned by ``node_id`` (which counts as its heartbeat); idempotent.
 
@@ -434,6 +433,14 @@ class WorkflowStore(ABC):
         stored one is returned as it is, whatever its entry, input or status). PayloadError for an input
         that is not plain data.
         """
+        _check_id("workflow_id", workflow_id)
+        _check_id("entry_id", entry_id)
+        _check_id("node_id", node_id)
+        return self._create(workflow_id, entry_id, self._encode(input, "input", workflow_id), node_id)
+
+    @abstractmethod
+    def _create(self, workflow_id: str, entry_id: str, input_text: str, node_id: str) -> tuple[bool, WorkflowRecord]:
+        """The backend's :meth:`create`, its arguments checked and its input encoded."""
 
     @abstractmethod
     def get(self, workflow_id: str) -> WorkflowRecord | None:
@@ -443,7 +450,6 @@ class WorkflowStore(ABC):
     def list(self, status: WorkflowStatus | None = None) -> builtins.list[WorkflowRecord]:
         """Every workflow (of ``status``, when given), oldest first."""
 
-    @abstractmethod
     def finish(
         self,
         workflow_id: str,
@@ -460,9 +466,17 @@ class WorkflowStore(ABC):
         the rule), :class:`LeaseLost` when ``node_id`` is given and another node owns it, ValueError for
         another status.
         """
+        self._check_status(status, finished=True)
+        result_text = None if result is None else self._encode(result, "result", workflow_id)
+        error_text = None if error is None else self._encode(error, "error", workflow_id)
+        return self._finish(workflow_id, status, result_text, error_text, node_id)
+
+    @abstractmethod
+    def _finish(self, workflow_id: str, status: WorkflowStatus, result_text: str | None, error_text: str | None,
+                node_id: str | None) -> WorkflowRecord:
+        """The backend's :meth:`finish`, its status checked and its result and error encoded."""
 
     # ------------------------------------------------------------------ journal
-    @abstractmethod
     def append(
         self,
         workflow_id: str,
@@ -480,6 +494,16 @@ class WorkflowStore(ABC):
         node owns the workflow, :class:`WorkflowFinished`, :class:`UnknownWorkflow`, PayloadError for a
         result that is not plain data.
         """
+        _check_seq(seq)
+        _check_id("op", op)
+        if not isinstance(args_hash, str):
+            raise ValueError(f"args_hash must be a string, not {args_hash!r}")
+        self._append(workflow_id, seq, op, args_hash, self._encode(result, "result", workflow_id, seq), node_id)
+
+    @abstractmethod
+    def _append(self, workflow_id: str, seq: int, op: str, args_hash: str, result_text: str,
+                node_id: str | None) -> None:
+        """The backend's :meth:`append`, its arguments checked and its result encoded."""
 
     @abstractmethod
     def append_many(self, steps: Iterable[Step], *, node_id: str | None = None) -> dict[str, WippyError]:
@@ -502,12 +526,17 @@ class WorkflowStore(ABC):
         """
 
     # ------------------------------------------------------------------ signals
-    @abstractmethod
     def signal(self, workflow_id: str, topic: str, payload: Value = None) -> int:
         """Journal a signal for a running workflow; return its number (1, 2, ... per workflow).
 
         Raises :class:`UnknownWorkflow`, :class:`WorkflowFinished`, PayloadError.
         """
+        _check_id("topic", topic)
+        return self._signal(workflow_id, topic, self._encode(payload, f"signal {topic!r} payload", workflow_id))
+
+    @abstractmethod
+    def _signal(self, workflow_id: str, topic: str, payload_text: str) -> int:
+        """The backend's :meth:`signal`, its topic checked and its payload encoded."""
 
     @abstractmethod
     def signals(self, workflow_id: str, after_seq: int = 0) -> builtins.list[SignalRecord]:
@@ -950,11 +979,7 @@ class SQLiteWorkflowStore(WorkflowStore):
         return _SQLiteWrite(db)
 
     # ------------------------------------------------------------------ workflows
-    def create(self, workflow_id: str, entry_id: str, input: Value, node_id: str) -> tuple[bool, WorkflowRecord]:
-        _check_id("workflow_id", workflow_id)
-        _check_id("entry_id", entry_id)
-        _check_id("node_id", node_id)
-        text = self._encode(input, "input", workflow_id)
+    def _create(self, workflow_id: str, entry_id: str, text: str, node_id: str) -> tuple[bool, WorkflowRecord]:
         now = self._clock()
         db = self._conn()
         try:
@@ -992,18 +1017,8 @@ class SQLiteWorkflowStore(WorkflowStore):
             raise self._fail("list", exc) from exc
         return [self._record(r) for r in rows]
 
-    def finish(
-        self,
-        workflow_id: str,
-        status: WorkflowStatus,
-        result: Value = None,
-        error: Value = None,
-        *,
-        node_id: str | None = None,
-    ) -> WorkflowRecord:
-        self._check_status(status, finished=True)
-        result_text = None if result is None else self._encode(result, "result", workflow_id)
-        error_text = None if error is None else self._encode(error, "error", workflow_id)
+    def _finish(self, workflow_id: str, status: WorkflowStatus, result_text: str | None, error_text: str | None,
+                node_id: str | None) -> WorkflowRecord:
         now = self._clock()
         db = self._conn()
         row = state = None
@@ -1025,21 +1040,7 @@ class SQLiteWorkflowStore(WorkflowStore):
         return self._record(row)
 
     # ------------------------------------------------------------------ journal
-    def append(
-        self,
-        workflow_id: str,
-        seq: int,
-        op: str,
-        args_hash: str,
-        result: Value = None,
-        *,
-        node_id: str | None = None,
-    ) -> None:
-        _check_seq(seq)
-        _check_id("op", op)
-        if not isinstance(args_hash, str):
-            raise ValueError(f"args_hash must be a string, not {args_hash!r}")
-        text = self._encode(result, "result", workflow_id, seq)
+    def _append(self, workflow_id: str, seq: int, op: str, args_hash: str, text: str, node_id: str | None) -> None:
         now = self._clock()
         db = self._conn()
         try:
@@ -1135,9 +1136,7 @@ class SQLiteWorkflowStore(WorkflowStore):
         return self._steps(workflow_id, after_seq, rows)
 
     # ------------------------------------------------------------------ signals
-    def signal(self, workflow_id: str, topic: str, payload: Value = None) -> int:
-        _check_id("topic", topic)
-        text = self._encode(payload, f"signal {topic!r} payload", workflow_id)
+    def _signal(self, workflow_id: str, topic: str, text: str) -> int:
         now = self._clock()
         db = self._conn()
         state = None

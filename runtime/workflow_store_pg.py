@@ -42,12 +42,10 @@ from .workflow_store import (
     JournalRecord,
     SignalRecord,
     Step,
-    Value,
     WorkflowRecord,
     WorkflowStatus,
     WorkflowStore,
     _check_id,
-    _check_seq,
     redact_url,
 )
 
@@ -277,11 +275,7 @@ class PostgresWorkflowStore(WorkflowStore):
         return params
 
     # ------------------------------------------------------------------ workflows
-    def create(self, workflow_id: str, entry_id: str, input: Value, node_id: str) -> tuple[bool, WorkflowRecord]:
-        _check_id("workflow_id", workflow_id)
-        _check_id("entry_id", entry_id)
-        _check_id("node_id", node_id)
-        text = self._encode(input, "input", workflow_id)
+    def _create(self, workflow_id: str, entry_id: str, text: str, node_id: str) -> tuple[bool, WorkflowRecord]:
         p = self._p(wid=workflow_id, entry=entry_id, input=text, node=node_id)
         conn = self._conn()
         try:
@@ -313,23 +307,9 @@ class PostgresWorkflowStore(WorkflowStore):
             raise self._fail("list", exc) from exc
         return [self._record(r) for r in rows]
 
-    def finish(
-        self,
-        workflow_id: str,
-        status: WorkflowStatus,
-        result: Value = None,
-        error: Value = None,
-        *,
-        node_id: str | None = None,
-    ) -> WorkflowRecord:
-        self._check_status(status, finished=True)
-        p = self._p(
-            wid=workflow_id,
-            status=status,
-            result=None if result is None else self._encode(result, "result", workflow_id),
-            error=None if error is None else self._encode(error, "error", workflow_id),
-            node=node_id,
-        )
+    def _finish(self, workflow_id: str, status: WorkflowStatus, result_text: str | None, error_text: str | None,
+                node_id: str | None) -> WorkflowRecord:
+        p = self._p(wid=workflow_id, status=status, result=result_text, error=error_text, node=node_id)
         conn = self._conn()
         try:
             row = conn.execute(_FINISH, p).fetchone()
@@ -341,24 +321,8 @@ class PostgresWorkflowStore(WorkflowStore):
         return self._record(row)
 
     # ------------------------------------------------------------------ journal
-    def append(
-        self,
-        workflow_id: str,
-        seq: int,
-        op: str,
-        args_hash: str,
-        result: Value = None,
-        *,
-        node_id: str | None = None,
-    ) -> None:
-        _check_seq(seq)
-        _check_id("op", op)
-        if not isinstance(args_hash, str):
-            raise ValueError(f"args_hash must be a string, not {args_hash!r}")
-        p = self._p(
-            wid=workflow_id, seq=seq, op=op, hash=args_hash,
-            result=self._encode(result, "result", workflow_id, seq), node=node_id,
-        )
+    def _append(self, workflow_id: str, seq: int, op: str, args_hash: str, text: str, node_id: str | None) -> None:
+        p = self._p(wid=workflow_id, seq=seq, op=op, hash=args_hash, result=text, node=node_id)
         conn = self._conn()
         try:
             if conn.execute(_APPEND, p).rowcount == 1:
@@ -452,9 +416,7 @@ class PostgresWorkflowStore(WorkflowStore):
         return self._steps(workflow_id, after_seq, rows)
 
     # ------------------------------------------------------------------ signals
-    def signal(self, workflow_id: str, topic: str, payload: Value = None) -> int:
-        _check_id("topic", topic)
-        text = self._encode(payload, f"signal {topic!r} payload", workflow_id)
+    def _signal(self, workflow_id: str, topic: str, text: str) -> int:
         p = self._p(wid=workflow_id, topic=topic, payload=text)
         conn = self._conn()
         try:
