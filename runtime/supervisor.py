@@ -259,11 +259,10 @@ class Supervision:
             _, _, fn = heapq.heappop(self._timers)
             self._guard("timer", fn)
 
-    def _after(self, delay: float, fn: Callable[[], None]) -> object:
-        token = object()
-        seq = next(self._timer_seq)
-        heapq.heappush(self._timers, (self.node.clock.monotonic() + delay, seq, fn))
-        return token
+    def _after(self, delay: float, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on this thread ``delay`` seconds of the node's clock from now (callers that may be
+        called off check their own token when it fires, as a service's restart does)."""
+        heapq.heappush(self._timers, (self.node.clock.monotonic() + delay, next(self._timer_seq), fn))
 
     def _handle(self, item: tuple[Any, ...]) -> None:
         op = item[0]
@@ -1131,7 +1130,7 @@ class Supervision:
         if reason != "cancelled":
             self._set(sup, "failed", reason=reason, last_exit=reason)
         if sup.parent is not None:
-            self._child_down(sup, reason if reason != "cancelled" else "cancelled", reason, own=False)
+            self._child_down(sup, reason, reason, own=False)
         else:
             with self._lock:
                 if sup in self._root and sup.source is None:

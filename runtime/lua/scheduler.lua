@@ -2546,6 +2546,7 @@ S.internals = {
   chan_poll = chan_poll, chan_offer = chan_offer, CH = CH, copy_value = copy_value, timer_add = timer_add,
   time_value = time_value, MSG_MT = MSG_MT, entry_cached = entry_cached, entry_function = entry_function,
   SB = SB, readonly = readonly, spawn_local = spawn_local, kill = kill, error_text = error_text,
+  glob_to_pattern = glob_to_pattern,
 }
 
 return S

@@ -29,7 +29,7 @@ local current, procs, wake, park = I.current, I.procs, I.wake, I.park
 local chan_new, chan_poll, chan_offer, CH = I.chan_new, I.chan_poll, I.chan_offer, I.CH
 local copy_value, timer_add, time_value, MSG_MT = I.copy_value, I.timer_add, I.time_value, I.MSG_MT
 local entry_cached, entry_function, SB, readonly = I.entry_cached, I.entry_function, I.SB, I.readonly
-local spawn_local, kill, error_text = I.spawn_local, I.kill, I.error_text
+local spawn_local, kill, error_text, glob_to_pattern = I.spawn_local, I.kill, I.error_text, I.glob_to_pattern
 local MODULES = S.MODULES
 local now_ns, mono = py.now_ns, py.monotonic
 local wfcall = py.wf
@@ -606,12 +606,6 @@ for k, v in pairs(P) do WP[k] = v end
 function WP.inbox()
   local wf = need_wf("inbox")
   return wf.inbox.h
-end
-local function glob_to_pattern(g)
-  local pat = sgsub(g, "[%^%$%(%)%%%.%[%]%+%-]", "%%%0")
-  pat = sgsub(pat, "%*", ".*")
-  pat = sgsub(pat, "%?", ".")
-  return "^" .. pat .. "$"
 end
 function WP.listen(topic, opts)
   local wf = need_wf("listen")
