@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import common
-from wippy.runtime.workflow_store import Step, WorkflowStore, open_store, redact_url
+from wippy.runtime.workflow_store import Step, WorkflowStore, open_store
 
 Target = Callable[[], contextlib.AbstractContextManager[str]]
 
@@ -222,16 +222,10 @@ def main() -> None:
         return
     import pg_server
 
-    server = None
-    url = args.pg_url
-    if url is None:
-        try:
-            server = pg_server.start_postgres(fsync=True)
-        except pg_server.PostgresNotFound as exc:
-            print(f"PostgreSQL: not measured ({exc})")
+    with common.postgres(args.pg_url) as found:
+        if found is None:
             return
-        url = server.url
-    try:
+        url, where = found
         import psycopg
 
         with psycopg.connect(url) as conn:
@@ -243,13 +237,9 @@ def main() -> None:
             return pg_server.isolated_url(url)
 
         rows = suite("postgresql", pg_target, args.quick, floor_pg)
-        where = "a throwaway server on 127.0.0.1 (tests/pg_server.py)" if server else redact_url(url)
         print(f"PostgreSQL {version[0] if version else '?'}, fsync={fsync[0] if fsync else '?'}, "
               f"synchronous_commit={sync[0] if sync else '?'}, psycopg {psycopg.__version__}, {where}")
         common.table(headers, rows)
-    finally:
-        if server is not None:
-            server.stop()
     print("For comparison (not measured here): DBOS 3.x took 2.3 ms per step on this machine.")
 
 

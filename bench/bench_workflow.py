@@ -46,7 +46,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import common
 from wippy.runtime import Node, open_store
-from wippy.runtime.workflow_store import redact_url
 
 Store = Callable[[], contextlib.AbstractContextManager[str | None]]
 
@@ -243,25 +242,16 @@ def main() -> None:
         return
     import pg_server
 
-    server = None
-    url = args.pg_url
-    if url is None:
-        try:
-            server = pg_server.start_postgres(fsync=True)
-        except pg_server.PostgresNotFound as exc:
-            print(f"PostgreSQL: not measured ({exc})")
+    with common.postgres(args.pg_url) as found:
+        if found is None:
             return
-        url = server.url
-    try:
+        url, where = found
+
         def pg_store() -> contextlib.AbstractContextManager[Any]:
             return pg_server.isolated_url(url)
 
-        where = "a throwaway server on 127.0.0.1, fsync on (tests/pg_server.py)" if server else redact_url(url)
         print(f"PostgreSQL: {where}")
         common.table(headers, suite("postgresql", pg_store, args.quick))
-    finally:
-        if server is not None:
-            server.stop()
 
 
 if __name__ == "__main__":

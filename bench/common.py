@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime
 import gc
 import importlib.metadata
@@ -20,7 +21,7 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -532,3 +533,31 @@ def lua_memory(node: Any, host: str = "app:processes") -> int:
 
 def budget_label(budget: int) -> str:
     return "off" if budget == 0 else f"on ({budget:,})"
+
+
+# --------------------------------------------------------------------------------------- PostgreSQL
+
+
+@contextlib.contextmanager
+def postgres(url: str | None) -> Iterator[tuple[str, str] | None]:
+    """A PostgreSQL server for a benchmark: ``url`` when given, else a throwaway one (fsync on, from
+    tests/pg_server.py) stopped afterwards. Yields ``(url, where)`` (``where`` says which, without the
+    password), or None after printing why none could be started."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import pg_server
+    from wippy.runtime.workflow_store import redact_url
+
+    server = None
+    if url is None:
+        try:
+            server = pg_server.start_postgres(fsync=True)
+        except pg_server.PostgresNotFound as exc:
+            print(f"PostgreSQL: not measured ({exc})")
+            yield None
+            return
+        url = server.url
+    try:
+        yield url, ("a throwaway server on 127.0.0.1, fsync on (tests/pg_server.py)" if server else redact_url(url))
+    finally:
+        if server is not None:
+            server.stop()
