@@ -36,16 +36,16 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from .errors import StoreError, StoreOpenError, WippyError
-from .workflow_store import (
-    _WF_COLUMNS,
+from .workflow_store_base import (
     SCHEMA_VERSION,
+    WF_COLUMNS,
     JournalRecord,
     SignalRecord,
     Step,
     WorkflowRecord,
     WorkflowStatus,
     WorkflowStore,
-    _check_id,
+    check_id,
     redact_url,
 )
 
@@ -82,7 +82,7 @@ _FENCE = "AND (%(node)s::text IS NULL OR owner = %(node)s::text)"
 def _sql(template: str) -> str:
     """``template`` with the shared fragments put in: ``{NOW}``, ``{FENCE}``, ``{COLUMNS}``. These are
     constants of this module, never values: every value is a bound parameter."""
-    return template.replace("{NOW}", _NOW).replace("{FENCE}", _FENCE).replace("{COLUMNS}", _WF_COLUMNS)
+    return template.replace("{NOW}", _NOW).replace("{FENCE}", _FENCE).replace("{COLUMNS}", WF_COLUMNS)
 
 
 _APPEND = _sql(
@@ -445,7 +445,7 @@ class PostgresWorkflowStore(WorkflowStore):
 
     # ------------------------------------------------------------------ leases
     def heartbeat(self, node_id: str) -> None:
-        _check_id("node_id", node_id)
+        check_id("node_id", node_id)
         conn = self._conn()
         try:
             conn.execute(_BEAT, self._p(node=node_id))
@@ -453,7 +453,7 @@ class PostgresWorkflowStore(WorkflowStore):
             raise self._fail(f"heartbeat of node {node_id!r}", exc) from exc
 
     def claim_orphans(self, node_id: str, ttl_seconds: float, limit: int | None = None) -> builtins.list[str]:
-        _check_id("node_id", node_id)
+        check_id("node_id", node_id)
         p = self._p(node=node_id, ttl=self._check_ttl(ttl_seconds), limit=limit)
         conn = self._conn()
         try:
@@ -466,7 +466,7 @@ class PostgresWorkflowStore(WorkflowStore):
         return [str(wid) for wid, _ in sorted(rows, key=lambda r: (r[1], r[0]))]
 
     def claim(self, workflow_id: str, node_id: str, ttl_seconds: float) -> bool:
-        _check_id("node_id", node_id)
+        check_id("node_id", node_id)
         p = self._p(wid=workflow_id, node=node_id, ttl=self._check_ttl(ttl_seconds))
         conn = self._conn()
         state: tuple[Any, ...] | None = None
@@ -490,7 +490,7 @@ class PostgresWorkflowStore(WorkflowStore):
         raise self._refusal(workflow_id, None if state is None else tuple(state[:3]), action="be claimed")
 
     def release(self, node_id: str) -> builtins.list[str]:
-        _check_id("node_id", node_id)
+        check_id("node_id", node_id)
         p = self._p(node=node_id)
         conn = self._conn()
         try:
