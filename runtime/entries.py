@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import EntryError
+from .retry import RetryPolicy
 
 __all__ = ["KINDS", "LUA_KINDS", "Entry", "check_entry", "validate_id"]
 
@@ -91,9 +92,6 @@ def check_entry(entry: Entry) -> None:
                 raise EntryError(f"entry '{entry.id}': import alias {alias!r} is not a Lua name")
             validate_id(target)
     if entry.kind == "function.lua" and entry.data.get("retry") is not None:
-        # imported here: workflow.py imports this module
-        from .workflow import RetryPolicy
-
         RetryPolicy.from_mapping(entry.data["retry"], f"entry '{entry.id}': retry")
     if entry.kind == "process.host":
         host = entry.data.get("host", {})

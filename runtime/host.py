@@ -21,20 +21,22 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from importlib import resources
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from lupa import lua54
 
 from .errors import HostError, LuaError, ProcessError, Timeout
+from .host_port import HostPort
+from .luaconv import lua_bytes as _b
+from .luaconv import lua_pair as _pair
+from .luaconv import lua_str as _s
 from .payload import from_lua, to_lua
 
-if TYPE_CHECKING:
-    from .node import Node
-
-__all__ = ["DEFAULT_HEAP_LIMIT", "DEFAULT_INSTRUCTION_BUDGET", "Host", "HostContext", "HostOptions"]
+__all__ = ["DEFAULT_HEAP_LIMIT", "DEFAULT_HOST", "DEFAULT_INSTRUCTION_BUDGET", "Host", "HostContext", "HostOptions"]
 
 T = TypeVar("T")
 
+DEFAULT_HOST = "app:processes"   # the host every node has (re-exported by node.py)
 DEFAULT_INSTRUCTION_BUDGET = 100_000_000
 DEFAULT_HEAP_LIMIT = 256 * 1024 * 1024
 HEADROOM = 4 * 1024 * 1024  # bytes above the heap limit kept free for pushes from Python
@@ -50,10 +52,6 @@ def _deny_attributes(obj: object, name: object, is_setting: bool) -> object:
     raise AttributeError("Lua code has no access to Python objects")
 
 
-def _b(s: str) -> bytes:
-    return s.encode("utf-8", "surrogateescape")
-
-
 def _size(value: Any, depth: int = 0) -> int:
     """A rough upper bound of the bytes a Python value takes once pushed into Lua."""
     if isinstance(value, (str, bytes)):
@@ -65,19 +63,6 @@ def _size(value: Any, depth: int = 0) -> int:
     if isinstance(value, (list, tuple)):
         return 64 + sum(24 + _size(v, depth + 1) for v in value)
     return 16
-
-
-def _pair(r: Any) -> tuple[Any, Any]:
-    """Lua's `value` or `nil, err` as a pair (lupa returns a tuple only for several values)."""
-    if isinstance(r, tuple):
-        return (r[0], r[1] if len(r) > 1 else None)
-    return r, None
-
-
-def _s(b: Any) -> str:
-    if isinstance(b, bytes):
-        return b.decode("utf-8", "surrogateescape")
-    return str(b)
 
 
 @dataclass(frozen=True)
@@ -138,10 +123,13 @@ class HostContext:
 
 
 class Host:
-    """A scheduler thread with its own Lua state. Create through :meth:`Node.add_host`."""
+    """A scheduler thread with its own Lua state. Create through :meth:`Node.add_host`.
 
-    def __init__(self, node: Node, name: str, options: HostOptions | None = None) -> None:
-        self.node = node
+    ``port`` is all the host knows of its node (:class:`~.host_port.HostPort`, runtime/host_port.py).
+    """
+
+    def __init__(self, port: HostPort, name: str, options: HostOptions | None = None) -> None:
+        self.port = port
         self.name = name
         self.options = options or HostOptions()
         self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
@@ -175,7 +163,11 @@ class Host:
         self._ready.wait()
         if self._start_error is not None:
             raise HostError(f"host '{self.name}' failed to start: {self._start_error}") from self._start_error
-        self.node.clock.subscribe(self.wake)
+        self.port.clock.subscribe(self.wake)
+
+    def on_thread(self) -> bool:
+        """Whether the calling thread is this host's own."""
+        return self._thread is not None and threading.current_thread() is self._thread
 
     def allocate_pid(self) -> str:
         """A PID for a process this host will create on a request from outside it."""
@@ -217,34 +209,34 @@ class Host:
 
     # ---------------------------------------------------------------- host thread
     def _callbacks(self) -> dict[bytes, Any]:
-        node = self.node
+        node = self.port
         clock = node.clock
         lua = self._lua
 
         def print_(pid: bytes, text: bytes) -> None:
-            node._output(_s(pid), _s(text))
+            node.output(_s(pid), _s(text))
 
         def log(pid: bytes, level: bytes, msg: bytes, fields: Any) -> None:
-            node._log(_s(pid), _s(level), _s(msg), from_lua(fields) if fields is not None else None)
+            node.log(_s(pid), _s(level), _s(msg), from_lua(fields) if fields is not None else None)
 
         def lookup(name: bytes) -> bytes | None:
-            pid = node._names_lookup(_s(name))
+            pid = node.lookup_name(_s(name))
             return _b(pid) if pid is not None else None
 
         def register_name(name: bytes, pid: bytes) -> tuple[bool | None, bytes | None]:
-            err = node._names_register(_s(name), _s(pid))
+            err = node.register_name(_s(name), _s(pid))
             return (True, None) if err is None else (None, _b(err))
 
         def unregister_name(name: bytes) -> tuple[bool | None, bytes | None]:
-            ok = node._names_unregister(_s(name))
+            ok = node.unregister_name(_s(name))
             return (True, None) if ok else (None, _b(f"no process is registered as '{_s(name)}'"))
 
         def release_names(pid: bytes) -> None:
-            node._names_release(_s(pid))
+            node.release_names(_s(pid))
 
         def get_entry(entry_id: bytes) -> tuple[Any, bytes | None]:
             try:
-                return node._entry_for_lua(lua, _s(entry_id)), None
+                return node.entry_for_lua(lua, _s(entry_id)), None
             except Exception as exc:  # refused entry: an error value for Lua, not a crash
                 return None, _b(str(exc))
 
@@ -253,7 +245,7 @@ class Host:
                 raw = from_lua(args) if args is not None else {}   # table.pack(...): 1..n and n
                 n = int(raw.pop("n", 0))
                 arglist = [raw.get(i) for i in range(1, n + 1)]
-                pid = node._spawn_async(
+                pid = node.spawn_elsewhere(
                     _s(entry_id), _s(host), arglist, from_lua(opts) if opts is not None else None
                 )
                 return _b(pid), None
@@ -262,25 +254,25 @@ class Host:
 
         def remote(op: bytes, dest: bytes, a: Any = None, b: Any = None, c: Any = None) -> tuple[Any, Any]:
             try:
-                node._route(_s(op), _s(dest), from_lua(a), from_lua(b), from_lua(c))
+                node.route(_s(op), _s(dest), from_lua(a), from_lua(b), from_lua(c))
                 return True, None
             except Exception as exc:
                 return None, _b(f"{_s(op)}: {exc}")
 
         def registry(op: bytes, arg: Any) -> tuple[Any, bytes | None]:
             try:
-                return to_lua(lua, node._registry_call(_s(op), from_lua(arg))), None
+                return to_lua(lua, node.registry_call(_s(op), from_lua(arg))), None
             except Exception as exc:  # a refusal is an error value for Lua, not a crash
                 return None, _b(f"registry.{_s(op)}: {exc}")
 
         def supervisor(op: bytes, caller: bytes, arg: Any) -> tuple[Any, bytes | None]:
             try:
-                return to_lua(lua, node.supervision.lua_call(_s(op), _s(caller), from_lua(arg))), None
+                return to_lua(lua, node.supervisor_call(_s(op), _s(caller), from_lua(arg))), None
             except Exception as exc:  # a refused spec is an error value for Lua, not a crash
                 return None, _b(f"supervisor.{_s(op)}: {exc}")
 
         def exited(pid: bytes, reason: bytes, error: Any) -> None:
-            node._on_exit(_s(pid), _s(reason), _s(error) if error is not None else None)
+            node.process_exited(_s(pid), _s(reason), _s(error) if error is not None else None)
 
         pending: list[Any] = []
 
@@ -291,9 +283,9 @@ class Host:
                 pending.extend(values)
                 return
             try:
-                node._traced(lost, pending)
+                node.traced(lost, pending)
             except Exception:
-                node._host_fault(self.name, f"event bus:\n{traceback.format_exc()}")
+                node.fault(self.name, f"event bus:\n{traceback.format_exc()}")
             finally:
                 pending.clear()
 
@@ -324,10 +316,10 @@ class Host:
             b"headroom": lambda: room(0),
             b"registry": roomy(registry),
             b"supervisor": roomy(supervisor),
-            b"cell_begin": node._cell_begin,
-            b"cell_done": node._cell_done,
-            b"shell_poll": node._shell_poll,
-            b"wf": roomy(node.workflows.lua_callback(self)),   # durable workflows (runtime/workflow.py)
+            b"cell_begin": node.cell_begin,
+            b"cell_done": node.cell_done,
+            b"shell_poll": node.shell_poll,
+            b"wf": roomy(node.workflow_callback(self.name, lua, self._room)),   # durable workflows
         }
 
     def _room(self, extra: int) -> None:
@@ -392,7 +384,7 @@ class Host:
 
     def _loop(self) -> None:
         s_run = self._s.run
-        clock = self.node.clock
+        clock = self.port.clock
         q = self._queue
         stop_at: float | None = None
         while True:
@@ -419,7 +411,7 @@ class Host:
                 message = f"scheduler error: {exc}"
                 if message not in self._reported:
                     self._reported.add(message)
-                    self.node._host_fault(self.name, message)
+                    self.port.fault(self.name, message)
                 continue
             if stop_at is not None:
                 if self._s.count() == 0:
@@ -461,7 +453,7 @@ class Host:
             if op == "deliver":
                 _, dest, sender, topic, payload = item
                 if not s.deliver(_b(dest), _b(sender) if sender else None, _b(topic), to_lua(lua, payload)):
-                    self.node._dropped(dest)
+                    self.port.dropped(dest)
             elif op == "event":
                 _, dest, ev = item
                 s.event(_b(dest), to_lua(lua, ev))
@@ -496,9 +488,9 @@ class Host:
                 return float(item[1])
         except lua54.LuaMemoryError:
             self._lua.gccollect()
-            self.node._host_fault(self.name, f"out of memory while handling '{op}'")
+            self.port.fault(self.name, f"out of memory while handling '{op}'")
         except Exception:
-            self.node._host_fault(self.name, f"error while handling '{op}':\n{traceback.format_exc()}")
+            self.port.fault(self.name, f"error while handling '{op}':\n{traceback.format_exc()}")
         return None
 
     def _spawn(self, pid: str | None, entry_id: str, opts: Any, args: list[Any], fut: Future[str] | None) -> None:
@@ -518,8 +510,8 @@ class Host:
             return
         # an asynchronous spawn (from another host) failed: tell whoever watches or links
         assert pid is not None
-        self.node._names_release(pid)
-        self.node._publish_exit(pid, "error", message)   # its spawn was published; it ends here
+        self.port.release_names(pid)
+        self.port.publish_exit(pid, "error", message)   # its spawn was published; it ends here
         opts = opts or {}
         result = {"error": message}
         if opts.get("monitor"):
@@ -527,6 +519,6 @@ class Host:
             ev: dict[str, Any] = {"kind": "pid.exit", "from": pid, "result": result, "reason": "error"}
             if kind == "exec":
                 ev["exec"] = True
-            self.node._route("event", opts["monitor"], ev, None, None)
+            self.port.route("event", opts["monitor"], ev, None, None)
         if opts.get("link"):
-            self.node._route("link_down", opts["link"], pid, result, "error")
+            self.port.route("link_down", opts["link"], pid, result, "error")

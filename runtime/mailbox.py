@@ -8,14 +8,31 @@ from __future__ import annotations
 import queue
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .errors import ProcessError, Timeout
 
-if TYPE_CHECKING:
-    from .node import Node
+__all__ = ["Event", "Mailbox", "MailboxOwner", "Message"]
 
-__all__ = ["Event", "Mailbox", "Message"]
+
+class MailboxOwner(Protocol):
+    """What a mailbox needs from the node that made it (the node implements it). Any thread."""
+
+    def send(self, dest: str, topic: str, payload: Any = None, *, sender: str | None = None) -> None: ...
+
+    def spawn(self, entry_id: str, *args: Any, host: str | None = None, **kw: Any) -> str: ...
+
+    def resolve(self, dest: str) -> str: ...
+
+    def monitor_from(self, watcher: str, pid: str, kind: str = "monitor") -> None:
+        """``watcher`` gets the EXIT event of ``pid``."""
+        ...
+
+    def demonitor_from(self, watcher: str, pid: str) -> None: ...
+
+    def mailbox_closed(self, pid: str) -> None:
+        """The mailbox ``pid`` closed: its PID becomes unknown and its names are released."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -40,7 +57,7 @@ class Event:
 class Mailbox:
     """A process living in Python: create with :meth:`Node.mailbox`, close when done (or ``with``)."""
 
-    def __init__(self, node: Node, pid: str) -> None:
+    def __init__(self, node: MailboxOwner, pid: str) -> None:
         self.node = node
         self.pid = pid
         self._messages: queue.SimpleQueue[Message] = queue.SimpleQueue()
@@ -130,13 +147,13 @@ class Mailbox:
         """Receive an EXIT event when ``pid`` ends (``reason='noproc'`` if it already has)."""
         if self.closed:
             raise ProcessError(f"mailbox {self.pid} is closed")
-        self.node._monitor_from(self.pid, self.node.resolve(pid))
+        self.node.monitor_from(self.pid, self.node.resolve(pid))
 
     def unmonitor(self, pid: str) -> None:
-        self.node._demonitor_from(self.pid, self.node.resolve(pid))
+        self.node.demonitor_from(self.pid, self.node.resolve(pid))
 
     def close(self) -> None:
         """Stop receiving; the PID becomes unknown and its names are released."""
         if not self.closed:
             self.closed = True
-            self.node._mailbox_closed(self.pid)
+            self.node.mailbox_closed(self.pid)

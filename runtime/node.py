@@ -23,7 +23,10 @@ from .clock import Clock
 from .entries import LUA_KINDS, Entry
 from .errors import EntryError, HostError, LuaError, ProcessError, ProcessExited, Timeout, TreeError
 from .events import EventBus, payload_size, preview
-from .host import Host, HostContext, HostOptions, _pair, _s
+from .host import DEFAULT_HOST, Host, HostContext, HostOptions
+from .luaconv import lua_pair as _pair
+from .luaconv import lua_str as _s
+from .luaconv import lua_text as _text
 from .mailbox import Event, Mailbox, Message
 from .payload import check_plain, from_lua, to_lua
 from .registry import ChangeSet, Registry, matches
@@ -34,7 +37,6 @@ from .workflow import Workflows
 
 __all__ = ["DEFAULT_HOST", "HostStatistics", "Node", "NodeStatistics", "ProcessStatistics", "parse_pid"]
 
-DEFAULT_HOST = "app:processes"
 PYTHON_HOST = "python"
 REGISTRY_FILE = "registry.sqlite"
 LOG_LINES = 1000      # lines kept per process
@@ -94,10 +96,6 @@ class HostStatistics:
 class NodeStatistics:
     hosts: dict[str, HostStatistics] = field(default_factory=dict)
     processes: list[ProcessStatistics] = field(default_factory=list)
-
-
-def _text(b: Any) -> str:
-    return "" if b is None else _s(b)
 
 
 def _host_of(pid: str) -> str:
@@ -168,6 +166,8 @@ class Node:
         workflow_ttl: float | None = None,
     ) -> None:
         self.clock = clock or Clock()
+        # what the node's parts (hosts, mailboxes, supervision, workflows) may call: their ports
+        self._parts = _Parts(self)
         #: spawns, exits, sends, tree changes and commits, for live views and traces (runtime/events.py)
         self.events: EventBus = EventBus(self.clock.now_ns, self._events_changed)
         self._trace_lock = threading.Lock()
@@ -203,15 +203,15 @@ class Node:
         self._reg_notified = self.entries.version
         for e in self.entries.entries():   # restored host entries become hosts (started with the node)
             if e.kind == "process.host" and e.id not in self.hosts:
-                self.hosts[e.id] = Host(self, e.id, HostOptions.from_mapping(e.data.get("host")))
+                self.hosts[e.id] = Host(self._parts, e.id, HostOptions.from_mapping(e.data.get("host")))
         self._shell_lock = threading.Lock()
         # services and supervisors (one thread, started with the node); a bad spec refuses its commit
-        self.supervision: Supervision = Supervision(self)
+        self.supervision: Supervision = Supervision(self._parts)
         self.entries.add_validator(self.supervision.validator)
         self.supervision.subscribe(self._tree_event)
         #: durable workflows (runtime/workflow.py): their store (data_dir/workflows.sqlite unless
         #: ``workflow_store`` or $WIPPY_WORKFLOW_STORE names one), leases (``workflow_ttl``), the API
-        self.workflows: Workflows = Workflows(self, workflow_store, workflow_ttl)
+        self.workflows: Workflows = Workflows(self._parts, workflow_store, workflow_ttl)
 
     # ------------------------------------------------------------------ lifecycle (any thread)
     def start(self) -> Node:
@@ -221,7 +221,7 @@ class Node:
                 return self
             self.started = True
             if DEFAULT_HOST not in self.hosts:
-                self.hosts[DEFAULT_HOST] = self._traced_host(Host(self, DEFAULT_HOST, self._host_options))
+                self.hosts[DEFAULT_HOST] = self._traced_host(Host(self._parts, DEFAULT_HOST, self._host_options))
             hosts = list(self.hosts.values())
         for h in hosts:
             if not h.running:
@@ -245,7 +245,7 @@ class Node:
         with self._lock:
             if name in self.hosts:
                 raise HostError(f"host '{name}' already exists")
-            host = self._traced_host(Host(self, name, options))
+            host = self._traced_host(Host(self._parts, name, options))
             self.hosts[name] = host
             started = self.started
         if started:
@@ -600,7 +600,7 @@ class Node:
 
     def mailbox(self, name: str | None = None) -> Mailbox:
         """A Python-side process: its own PID, an inbox, events; close it when done."""
-        mb = Mailbox(self, self._new_python_pid())
+        mb = Mailbox(self._parts, self._new_python_pid())
         self._attach_mailbox(mb)
         if name is not None:
             self.register(name, mb.pid)
@@ -616,8 +616,7 @@ class Node:
 
     def _on_host_thread(self) -> bool:
         """Whether the calling thread is one of this node's hosts (which must never wait on them)."""
-        t = threading.current_thread()
-        return any(getattr(h, "_thread", None) is t for h in list(self.hosts.values()))
+        return any(h.on_thread() for h in list(self.hosts.values()))
 
     def _reply(self, pid: str, token: int, value: Any) -> None:
         """Answer a Lua call that returned a token (``supervisor.start``): the process gets ``value``."""
@@ -923,3 +922,145 @@ class Node:
 
     def _demonitor_from(self, watcher: str, pid: str) -> None:
         self._route("demonitor", pid, watcher, None, None)
+
+
+class _Parts:
+    """The node as its parts see it: the ports of runtime/host_port.py (:class:`~.host_port.HostPort`),
+    mailbox.py (``MailboxOwner``), supervisor.py (``SupervisionOwner``) and workflow.py
+    (``WorkflowsOwner``), implemented by calling the node. The parts are given this object, never the
+    :class:`Node`, so they import nothing of node.py (see "Layers" in docs/architecture.md).
+    """
+
+    __slots__ = ("_node",)
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    # ---- the node's state the parts read
+    @property
+    def clock(self) -> Clock:
+        return self._node.clock
+
+    @property
+    def entries(self) -> Registry:
+        return self._node.entries
+
+    @property
+    def hosts(self) -> dict[str, Host]:
+        return self._node.hosts
+
+    @property
+    def data_dir(self) -> Path | None:
+        return self._node.data_dir
+
+    @property
+    def started(self) -> bool:
+        return self._node.started
+
+    def host(self, name: str | None = None) -> Host:
+        return self._node.host(name)
+
+    # ---- HostPort (host threads)
+    def output(self, pid: str, text: str) -> None:
+        self._node._output(pid, text)
+
+    def log(self, pid: str, level: str, msg: str, fields: Any) -> None:
+        self._node._log(pid, level, msg, fields)
+
+    def lookup_name(self, name: str) -> str | None:
+        return self._node._names_lookup(name)
+
+    def register_name(self, name: str, pid: str) -> str | None:
+        return self._node._names_register(name, pid)
+
+    def unregister_name(self, name: str) -> bool:
+        return self._node._names_unregister(name)
+
+    def release_names(self, pid: str) -> None:
+        self._node._names_release(pid)
+
+    def entry_for_lua(self, lua: Any, entry_id: str) -> Any:
+        return self._node._entry_for_lua(lua, entry_id)
+
+    def spawn_elsewhere(self, entry_id: str, host: str, args: list[Any], opts: dict[str, Any] | None) -> str:
+        return self._node._spawn_async(entry_id, host, args, opts)
+
+    def route(self, op: str, dest: str, a: Any, b: Any, c: Any) -> None:
+        self._node._route(op, dest, a, b, c)
+
+    def registry_call(self, op: str, arg: Any) -> Any:
+        return self._node._registry_call(op, arg)
+
+    def supervisor_call(self, op: str, caller: str, arg: Any) -> Any:
+        return self._node.supervision.lua_call(op, caller, arg)
+
+    def workflow_callback(self, host: str, lua: Any, room: Callable[[int], None]) -> Callable[..., Any]:
+        return self._node.workflows.lua_callback(host, lua, room)
+
+    def process_exited(self, pid: str, reason: str, error: str | None) -> None:
+        self._node._on_exit(pid, reason, error)
+
+    def publish_exit(self, pid: str, reason: str, error: str | None) -> None:
+        self._node._publish_exit(pid, reason, error)
+
+    def dropped(self, dest: str) -> None:
+        self._node._dropped(dest)
+
+    def fault(self, where: str, message: str) -> None:
+        self._node._host_fault(where, message)
+
+    def traced(self, lost: int, values: list[Any]) -> None:
+        self._node._traced(lost, values)
+
+    def cell_begin(self, cell: int) -> None:
+        self._node._cell_begin(cell)
+
+    def cell_done(self, cell: int, ok: Any, kind: Any, text: Any, value: Any = None) -> None:
+        self._node._cell_done(cell, ok, kind, text, value)
+
+    def shell_poll(self) -> bool:
+        return self._node._shell_poll()
+
+    # ---- MailboxOwner (any thread)
+    def send(self, dest: str, topic: str, payload: Any = None, *, sender: str | None = None) -> None:
+        self._node.send(dest, topic, payload, sender=sender)
+
+    def spawn(self, entry_id: str, *args: Any, host: str | None = None, **kw: Any) -> str:
+        return self._node.spawn(entry_id, *args, host=host, **kw)
+
+    def resolve(self, dest: str) -> str:
+        return self._node.resolve(dest)
+
+    def monitor_from(self, watcher: str, pid: str, kind: str = "monitor") -> None:
+        self._node._monitor_from(watcher, pid, kind)
+
+    def demonitor_from(self, watcher: str, pid: str) -> None:
+        self._node._demonitor_from(watcher, pid)
+
+    def mailbox_closed(self, pid: str) -> None:
+        self._node._mailbox_closed(pid)
+
+    # ---- SupervisionOwner and WorkflowsOwner (any thread)
+    def keep_log(self, pid: str, line: str) -> None:
+        self._node._keep(pid, line)
+
+    def new_python_pid(self) -> str:
+        return self._node._new_python_pid()
+
+    def attach_mailbox(self, mb: Mailbox) -> None:
+        self._node._attach_mailbox(mb)
+
+    def on_host_thread(self) -> bool:
+        return self._node._on_host_thread()
+
+    def reply(self, pid: str, token: int, value: Any) -> None:
+        self._node._reply(pid, token, value)
+
+    def terminate(self, pid: str) -> None:
+        self._node.terminate(pid)
+
+    def cancel(self, pid: str, reason: str | None = None) -> None:
+        self._node.cancel(pid, reason)
+
+    def on_exit(self, listener: Callable[[str, str, str | None], None]) -> None:
+        self._node.on_exit(listener)

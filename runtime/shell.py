@@ -21,16 +21,23 @@ from collections.abc import Callable
 from concurrent import futures
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import LuaError, ProcessError, Timeout
-from .host import _pair, _s
+from .luaconv import lua_pair as _pair
+from .luaconv import lua_text as _text
 from .payload import from_lua
 
 if TYPE_CHECKING:
-    from .node import Node
+    from .host import Host
 
-__all__ = ["CellResult", "Shell"]
+__all__ = ["CellResult", "Shell", "ShellOwner"]
+
+
+class ShellOwner(Protocol):
+    """What the shell needs from its node (the node implements it): the running host it lives on."""
+
+    def host(self, name: str | None = None) -> Host: ...
 
 INTERRUPT_GRACE = 5.0  # seconds a stopped cell has to unwind before run() gives up waiting
 
@@ -56,7 +63,7 @@ def _clean_traceback(message: str) -> str:
 class Shell:
     """The shell process of a node (``node.shell()``). One cell runs at a time; others queue."""
 
-    def __init__(self, node: Node, host: str) -> None:
+    def __init__(self, node: ShellOwner, host: str) -> None:
         self.node = node
         self.host = node.host(host)
         self._ids = itertools.count(1)
@@ -210,7 +217,3 @@ class Shell:
 
     def _poll(self) -> bool:
         return self._interrupt.is_set()
-
-
-def _text(b: Any) -> str:
-    return "" if b is None else _s(b)

@@ -31,11 +31,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .entries import Entry
 from .errors import EntryError, ProcessError, SupervisionError, Timeout, WippyError
-from .mailbox import Event, Mailbox
+from .mailbox import Event, Mailbox, MailboxOwner
 from .payload import check_plain
 from .supervisor_spec import (
     DEFAULT_HOST,
@@ -50,10 +50,61 @@ from .supervisor_spec import (
 from .supervisor_tree import TreeEvent, TreeNode, render_text
 
 if TYPE_CHECKING:
-    from .node import Node
-    from .registry import ChangeSet
+    from .clock import Clock
+    from .host import Host
+    from .registry import ChangeSet, Registry
 
-__all__ = ["Supervision"]
+__all__ = ["Supervision", "SupervisionOwner"]
+
+
+class SupervisionOwner(MailboxOwner, Protocol):
+    """What supervision needs from its node (the node implements it; see "Layers" in
+    docs/architecture.md). Any thread unless a method says otherwise."""
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def entries(self) -> Registry: ...
+
+    @property
+    def hosts(self) -> Mapping[str, Host]: ...
+
+    def fault(self, where: str, message: str) -> None:
+        """Record a failure outside any process (``node.faults``, stderr). Never raises."""
+        ...
+
+    def keep_log(self, pid: str, line: str) -> None:
+        """Keep a line in the logs of ``pid`` (``node.logs(pid)``)."""
+        ...
+
+    def new_python_pid(self) -> str:
+        """A PID for something that lives in Python (a supervisor)."""
+        ...
+
+    def attach_mailbox(self, mb: Mailbox) -> None:
+        """Make ``mb`` reachable at its PID."""
+        ...
+
+    def on_host_thread(self) -> bool:
+        """Whether the calling thread is one of the node's hosts (which must never wait on them)."""
+        ...
+
+    def spawn_elsewhere(self, entry_id: str, host: str, args: list[Any], opts: dict[str, Any] | None) -> str:
+        """Spawn without waiting: the PID is allocated at once, the process starts on its host."""
+        ...
+
+    def route(self, op: str, dest: str, a: Any, b: Any, c: Any) -> None:
+        """Carry an operation to whoever owns ``dest`` (see ``Node._route``)."""
+        ...
+
+    def reply(self, pid: str, token: int, value: Any) -> None:
+        """Answer a Lua call of ``pid`` that returned ``token``."""
+        ...
+
+    def terminate(self, pid: str) -> None: ...
+
+    def cancel(self, pid: str, reason: str | None = None) -> None: ...
 
 T = TypeVar("T")
 _INF = float("inf")
@@ -160,7 +211,7 @@ def _make_child(sup: _Sup, c: ChildSpec) -> _Item:
 class _Mailbox(Mailbox):
     """The supervision's own Python process: it monitors every child; EXIT events go to the queue."""
 
-    def __init__(self, node: Node, pid: str, sink: queue.SimpleQueue[tuple[Any, ...]]) -> None:
+    def __init__(self, node: MailboxOwner, pid: str, sink: queue.SimpleQueue[tuple[Any, ...]]) -> None:
         super().__init__(node, pid)
         self._sink = sink
 
@@ -176,7 +227,7 @@ class Supervision:
     work and the hosts have run the new processes' first steps.
     """
 
-    def __init__(self, node: Node, seed: int | None = None) -> None:
+    def __init__(self, node: SupervisionOwner, seed: int | None = None) -> None:
         self.node = node
         #: the source of backoff jitter; tests seed it (``Supervision.rng.seed(1)``)
         self.rng = random.Random(seed)  # noqa: S311 -- jitter, not secrets
@@ -195,9 +246,9 @@ class Supervision:
         self._changed = threading.Condition(self._lock)
         self.problems: list[str] = []               # start failures of required services, newest last
         self._problem_ids: set[str] = set()          # entries with a recorded problem (once each)
-        pid = node._new_python_pid()
+        pid = node.new_python_pid()
         self._mailbox = _Mailbox(node, pid, self._q)
-        node._attach_mailbox(self._mailbox)
+        node.attach_mailbox(self._mailbox)
         node.clock.subscribe(lambda: self._q.put(("wake",)))
 
     # ------------------------------------------------------------------ thread
@@ -291,7 +342,7 @@ class Supervision:
         except Exception as exc:  # a bug here must not end supervision of everything else
             import traceback
 
-            self.node._host_fault(f"supervision ({where})", f"{exc!r}\n{traceback.format_exc()}")
+            self.node.fault(f"supervision ({where})", f"{exc!r}\n{traceback.format_exc()}")
 
     def _submit(self, fn: Callable[[], T]) -> Future[T]:
         fut: Future[T] = Future()
@@ -347,7 +398,7 @@ class Supervision:
             try:
                 fn(ev)
             except Exception as exc:
-                self.node._host_fault("supervision subscriber", repr(exc))
+                self.node.fault("supervision subscriber", repr(exc))
 
     @property
     def version(self) -> int:
@@ -493,7 +544,7 @@ class Supervision:
         # a batch of steps after them
         for _ in range(2):
             for h in list(self.node.hosts.values()):
-                if h.running and threading.current_thread() is not getattr(h, "_thread", None):
+                if h.running and not h.on_thread():
                     try:
                         h.call(lambda ctx: None, timeout=10.0)
                     except WippyError:
@@ -524,12 +575,12 @@ class Supervision:
         with self._lock:
             known = len(self.problems)
         fut = self._submit(lambda: self._reconcile(ids))
-        if self.node._on_host_thread():
+        if self.node.on_host_thread():
             return
         try:
             fut.result(120.0)
         except Exception as exc:
-            self.node._host_fault("supervision", f"after the registry commit: {exc}")
+            self.node.fault("supervision", f"after the registry commit: {exc}")
             return
         self._settle()
         with self._lock:
@@ -620,7 +671,7 @@ class Supervision:
                 return
             self._problem_ids.add(entry_id)
             self.problems.append(text)
-        self.node._keep(self.pid, f"[error] supervision: {text}")
+        self.node.keep_log(self.pid, f"[error] supervision: {text}")
 
     def _dependency_order(self, entries: list[Entry]) -> list[Entry]:
         """Services with their requirements first (requirements not asked for are pulled in)."""
@@ -818,7 +869,7 @@ class Supervision:
             sup.source = entry
             with self._lock:
                 sup.children = [_make_child(sup, c) for c in sup.spec.children]
-        pid = self.node._new_python_pid()
+        pid = self.node.new_python_pid()
         with self._lock:
             if sup.pid:
                 self._sup_pids.pop(sup.pid, None)
@@ -876,7 +927,7 @@ class Supervision:
             # the host's own grace after a CANCEL (5s by default) must not cut the shutdown timeout
             # short: it is the child's (nanoseconds; "infinity" as a century)
             opts["cancel_grace"] = int(min(shutdown, _CENTURY) * 1e9)
-        return self.node._spawn_async(entry_id, host, list(args), opts)
+        return self.node.spawn_elsewhere(entry_id, host, list(args), opts)
 
     def _exited(self, pid: str, reason: str, error: str | None) -> None:
         with self._lock:
@@ -991,7 +1042,7 @@ class Supervision:
 
     def _route(self, op: str, dest: str, a: Any, b: Any, c: Any) -> None:
         try:
-            self.node._route(op, dest, a, b, c)
+            self.node.route(op, dest, a, b, c)
         except WippyError:
             pass   # the watcher is gone
 
@@ -1159,7 +1210,7 @@ class Supervision:
                         value = {"ok": True}
                 except WippyError as exc:
                     value = {"error": str(exc)}
-                self.node._reply(caller, token, value)
+                self.node.reply(caller, token, value)
 
             self._q.put(("call", work, Future()))
             return token

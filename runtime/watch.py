@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
@@ -37,11 +37,13 @@ from .host import HostOptions
 from .tree import INDEX, load_tree
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from watchdog.observers.api import BaseObserver
 
-    from .node import Node
+    from .registry import Registry
 
-__all__ = ["TreeWatcher", "relevant_path"]
+__all__ = ["TreeWatcher", "WatchedNode", "relevant_path"]
 
 EventSink = Callable[[str, str], None]
 KEPT = 100  # messages kept per watcher
@@ -54,6 +56,22 @@ def relevant_path(path: str | bytes) -> bool:
     if name.startswith((".#", "#")) or name.endswith(("~", ".swp", ".swx", ".tmp")):
         return False
     return name == INDEX or name.endswith(".lua")
+
+
+class WatchedNode(Protocol):
+    """What a watcher needs of the node whose registry it keeps (a :class:`~.node.Node` is one).
+
+    A node that also keeps log lines (``_keep(name, line)``, as :class:`~.node.Node` does) gets the
+    watcher's messages in its logs; that hook is optional and looked up by name.
+    """
+
+    @property
+    def registry(self) -> Registry: ...
+
+    @property
+    def hosts(self) -> Mapping[str, Any]: ...
+
+    def add_host(self, name: str, options: HostOptions | None = None) -> Any: ...
 
 
 class _Handler(FileSystemEventHandler):
@@ -88,7 +106,7 @@ class TreeWatcher:
     (None after a success) and the node's logs under ``"watch:" + directory`` (``node.logs(...)``).
     """
 
-    def __init__(self, node: Node, directory: str | Path, debounce: float = 0.1,
+    def __init__(self, node: WatchedNode, directory: str | Path, debounce: float = 0.1,
                  on_event: EventSink | None = None) -> None:
         self.node = node
         self.directory = Path(directory)

@@ -44,7 +44,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .entries import validate_id
 from .errors import (
@@ -60,15 +60,21 @@ from .errors import (
     WorkflowFailed,
     WorkflowFinished,
 )
-from .host import _pair, _s
+from .host import DEFAULT_HOST
+from .luaconv import lua_bytes as _b
+from .luaconv import lua_pair as _pair
+from .luaconv import lua_str as _s
 from .payload import check_plain, from_lua, to_lua
+from .retry import RetryPolicy
 from .workflow_store import JournalRecord, SignalRecord, Step, WorkflowRecord, WorkflowStore, open_store
 
 if TYPE_CHECKING:
-    from .host import Host, HostContext
-    from .node import Node
+    from collections.abc import Mapping
 
-__all__ = ["DEFAULT_TTL", "HistoryStep", "RetryPolicy", "Workflows"]
+    from .host import Host, HostContext
+    from .registry import Registry
+
+__all__ = ["DEFAULT_TTL", "HistoryStep", "RetryPolicy", "Workflows", "WorkflowsOwner"]
 
 DEFAULT_TTL = 15.0            #: seconds without a heartbeat after which a node's workflows are claimed
 STORE_FILE = "workflows.sqlite"
@@ -78,61 +84,40 @@ OPEN_RETRY = 5.0              #: seconds before a store that failed to open is t
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _b(s: str) -> bytes:
-    return s.encode("utf-8", "surrogateescape")
+class WorkflowsOwner(Protocol):
+    """What the durable workflows need from their node (the node implements it). Any thread."""
 
+    @property
+    def entries(self) -> Registry: ...
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often an activity is tried and how long to wait in between (per activity).
+    @property
+    def hosts(self) -> Mapping[str, Host]: ...
 
-    Attempt ``n`` (from 1) that fails waits ``min(initial_interval * backoff ** (n - 1), max_interval)``
-    seconds before attempt ``n + 1``; after ``max_attempts`` attempts the last error is the call's result
-    (``nil, err`` in Lua), journaled like a success. Set for a ``function.lua`` entry by its ``retry:``
-    field (``{max_attempts: 5, initial_interval: 1s, backoff: 2, max_interval: 1m}``) and for a Python
-    activity by ``activity(..., retry=...)``.
-    """
+    @property
+    def data_dir(self) -> Path | None: ...
 
-    max_attempts: int = 3
-    initial_interval: float = 1.0
-    backoff: float = 2.0
-    max_interval: float = 60.0
+    @property
+    def started(self) -> bool: ...
 
-    @classmethod
-    def from_mapping(cls, m: Any, where: str = "retry") -> RetryPolicy:
-        """Read a ``retry:`` mapping (durations as ``"1s"`` or seconds); :class:`EntryError` naming the
-        field for anything else."""
-        from .tree import parse_seconds
+    def host(self, name: str | None = None) -> Host:
+        """The running host ``name``, or :class:`HostError`."""
+        ...
 
-        if m is None:
-            return cls()
-        if isinstance(m, RetryPolicy):
-            return m
-        if not isinstance(m, dict):
-            raise EntryError(f"{where}: must be a mapping (max_attempts, initial_interval, backoff, max_interval)")
-        known = {"max_attempts", "initial_interval", "backoff", "max_interval"}
-        unknown = set(m) - known
-        if unknown:
-            raise EntryError(f"{where}: unknown field(s) {', '.join(sorted(map(str, unknown)))} "
-                             f"(known: {', '.join(sorted(known))})")
-        try:
-            attempts = m.get("max_attempts", cls.max_attempts)
-            if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
-                raise ValueError("max_attempts must be an integer >= 1")
-            initial = parse_seconds(m.get("initial_interval", cls.initial_interval))
-            backoff = m.get("backoff", cls.backoff)
-            if isinstance(backoff, bool) or not isinstance(backoff, int | float) or backoff < 1:
-                raise ValueError("backoff must be a number >= 1")
-            maximum = parse_seconds(m.get("max_interval", cls.max_interval))
-            if initial < 0 or maximum < 0:
-                raise ValueError("intervals cannot be negative")
-        except ValueError as exc:
-            raise EntryError(f"{where}: {exc}") from None
-        return cls(attempts, initial, float(backoff), maximum)
+    def route(self, op: str, dest: str, a: Any, b: Any, c: Any) -> None:
+        """Carry an operation to whoever owns ``dest`` (see ``Node._route``)."""
+        ...
 
-    def to_lua(self) -> dict[str, Any]:
-        return {"max_attempts": self.max_attempts, "initial": self.initial_interval, "backoff": self.backoff,
-                "max": self.max_interval}
+    def reply(self, pid: str, token: int, value: Any) -> None:
+        """Answer a Lua call of ``pid`` that returned ``token``."""
+        ...
+
+    def fault(self, where: str, message: str) -> None:
+        """Record a failure outside any process (``node.faults``, stderr). Never raises."""
+        ...
+
+    def on_exit(self, listener: Callable[[str, str, str | None], None]) -> None:
+        """Call ``listener(pid, reason, error)`` on every exit (on the exiting process's host thread)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -235,7 +220,7 @@ class Workflows:
 
     def __init__(
         self,
-        node: Node,
+        node: WorkflowsOwner,
         store: str | os.PathLike[str] | None = None,
         ttl: float | None = None,
     ) -> None:
@@ -401,7 +386,7 @@ class Workflows:
         if key in self._reported:
             return
         self._reported.add(key)
-        self.node._host_fault("workflows", message)
+        self.node.fault("workflows", message)
 
     # ------------------------------------------------------------------ the public API (any thread)
     def start(self, entry_id: str, *args: Any, workflow_id: str | None = None, host: str | None = None,
@@ -526,7 +511,7 @@ class Workflows:
         self._finished(rec)
         if run is not None:
             with contextlib.suppress(WippyError):
-                self.node._route("terminate", run.pid, None, None, None)
+                self.node.route("terminate", run.pid, None, None, None)
 
     def history(self, workflow_id: str) -> builtins.list[HistoryStep]:
         """The workflow's journal as steps (op, args, result, time, retries, duration, key), in order.
@@ -769,8 +754,6 @@ class Workflows:
                 self._spawn_failed(wid, str(exc), False)
 
     def _default_host(self) -> str:
-        from .node import DEFAULT_HOST
-
         return DEFAULT_HOST
 
     def _spawn_elsewhere(self, entry_id: str, host: str, args: builtins.list[Any], opts: dict[str, Any] | None) -> str:
@@ -792,9 +775,9 @@ class Workflows:
         """A spawn that found the workflow running: monitors and links of the spawn apply to it."""
         with contextlib.suppress(WippyError):
             if opts.get("monitor"):
-                self.node._route("monitor", run.pid, opts["monitor"], opts.get("monitor_kind") or "monitor", None)
+                self.node.route("monitor", run.pid, opts["monitor"], opts.get("monitor_kind") or "monitor", None)
             if opts.get("link"):
-                self.node._route("link", run.pid, opts["link"], None, None)
+                self.node.route("link", run.pid, opts["link"], None, None)
 
     # ------------------------------------------------------------------ finishing
     def _finish_locked(self, wid: str, status: str, result: Any, error: Any) -> None:
@@ -926,9 +909,9 @@ class Workflows:
         return {"ok": True, "v": value}
 
     # ------------------------------------------------------------------ the Lua half (host threads)
-    def lua_callback(self, host: Host) -> Callable[..., Any]:
-        """The ``py.wf(op, ...)`` function of ``host``'s Lua half (called on that host's thread)."""
-        lua = host._lua
+    def lua_callback(self, host_name: str, lua: Any, room: Callable[[int], None]) -> Callable[..., Any]:
+        """The ``py.wf(op, ...)`` function of the Lua half of host ``host_name`` (Lua state ``lua``), called
+        on that host's thread; ``room(extra)`` makes room for pushes from Python (``Host._room``)."""
 
         def to(value: Any) -> Any:
             return to_lua(lua, value)
@@ -940,7 +923,7 @@ class Workflows:
             o = from_lua(opts) if opts is not None else {}
             o = o if isinstance(o, dict) else {}
             plan = self._begin(text(entry_id), _args_of(from_lua(args) if args is not None else [], int(n)),
-                               o.get("workflow_id"), host.name, text(pid) if pid else None)
+                               o.get("workflow_id"), host_name, text(pid) if pid else None)
             if plan.kind in ("finished", "elsewhere"):
                 raise self._refusal(plan)
             run = plan.run
@@ -948,9 +931,9 @@ class Workflows:
             if plan.kind == "existing":
                 self._watch_existing(run, o)
                 return to({"pid": run.pid})
-            if run.host != host.name:   # (cannot happen: a plan made here runs here)
+            if run.host != host_name:   # (cannot happen: a plan made here runs here)
                 return to({"pid": self._launch(plan, o, wait=False)})
-            host._room(len(plan.journal) * 256 + len(plan.signals) * 256)
+            room(len(plan.journal) * 256 + len(plan.signals) * 256)
             return to({"run_pid": run.pid, "entry": run.entry_id, "wid": run.workflow_id, "input": plan.input,
                        "n": len(plan.input), "journal": plan.journal, "signals": plan.signals,
                        "created": plan.created})
@@ -1000,7 +983,7 @@ class Workflows:
             token = next(self._tokens)
             p = text(pid)
             fut = self._executor().submit(self._call_activity, act, arglist, text(key) if key else None)
-            fut.add_done_callback(lambda f: self.node._reply(p, token, f.result()))
+            fut.add_done_callback(lambda f: self.node.reply(p, token, f.result()))
             return token
 
         def is_activity(act_id: Any) -> bool:
@@ -1048,7 +1031,7 @@ class Workflows:
             token = next(self._tokens)
 
             def reply(rec: WorkflowRecord) -> None:
-                self.node._reply(p, token, self._lua_outcome(rec))
+                self.node.reply(p, token, self._lua_outcome(rec))
 
             with self._lock:
                 self._waiters.setdefault(w, {})[token] = reply
