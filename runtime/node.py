@@ -3,7 +3,9 @@
 Threads: a :class:`Node` is used from any thread (a CLI's main thread, a notebook cell, a widget callback);
 its public methods are thread-safe. Work on processes is handed to the owning host's thread
 (:meth:`Host.post` / :meth:`Host.call`); methods that must report an outcome wait on a future with a
-timeout. Callbacks named ``_something`` below are called by hosts, on their own threads.
+timeout. Callbacks named ``_something`` below are called by hosts, on their own threads, and by the
+node's other parts, always through :class:`_Parts` (the ports those parts declare; see "Layers" in
+docs/architecture.md).
 """
 
 from __future__ import annotations
