@@ -209,34 +209,34 @@ class Host:
 
     # ---------------------------------------------------------------- host thread
     def _callbacks(self) -> dict[bytes, Any]:
-        node = self.port
-        clock = node.clock
+        port = self.port
+        clock = port.clock
         lua = self._lua
 
         def print_(pid: bytes, text: bytes) -> None:
-            node.output(_s(pid), _s(text))
+            port.output(_s(pid), _s(text))
 
         def log(pid: bytes, level: bytes, msg: bytes, fields: Any) -> None:
-            node.log(_s(pid), _s(level), _s(msg), from_lua(fields) if fields is not None else None)
+            port.log(_s(pid), _s(level), _s(msg), from_lua(fields) if fields is not None else None)
 
         def lookup(name: bytes) -> bytes | None:
-            pid = node.lookup_name(_s(name))
+            pid = port.lookup_name(_s(name))
             return _b(pid) if pid is not None else None
 
         def register_name(name: bytes, pid: bytes) -> tuple[bool | None, bytes | None]:
-            err = node.register_name(_s(name), _s(pid))
+            err = port.register_name(_s(name), _s(pid))
             return (True, None) if err is None else (None, _b(err))
 
         def unregister_name(name: bytes) -> tuple[bool | None, bytes | None]:
-            ok = node.unregister_name(_s(name))
+            ok = port.unregister_name(_s(name))
             return (True, None) if ok else (None, _b(f"no process is registered as '{_s(name)}'"))
 
         def release_names(pid: bytes) -> None:
-            node.release_names(_s(pid))
+            port.release_names(_s(pid))
 
         def get_entry(entry_id: bytes) -> tuple[Any, bytes | None]:
             try:
-                return node.entry_for_lua(lua, _s(entry_id)), None
+                return port.entry_for_lua(lua, _s(entry_id)), None
             except Exception as exc:  # refused entry: an error value for Lua, not a crash
                 return None, _b(str(exc))
 
@@ -245,7 +245,7 @@ class Host:
                 raw = from_lua(args) if args is not None else {}   # table.pack(...): 1..n and n
                 n = int(raw.pop("n", 0))
                 arglist = [raw.get(i) for i in range(1, n + 1)]
-                pid = node.spawn_elsewhere(
+                pid = port.spawn_elsewhere(
                     _s(entry_id), _s(host), arglist, from_lua(opts) if opts is not None else None
                 )
                 return _b(pid), None
@@ -254,25 +254,25 @@ class Host:
 
         def remote(op: bytes, dest: bytes, a: Any = None, b: Any = None, c: Any = None) -> tuple[Any, Any]:
             try:
-                node.route(_s(op), _s(dest), from_lua(a), from_lua(b), from_lua(c))
+                port.route(_s(op), _s(dest), from_lua(a), from_lua(b), from_lua(c))
                 return True, None
             except Exception as exc:
                 return None, _b(f"{_s(op)}: {exc}")
 
         def registry(op: bytes, arg: Any) -> tuple[Any, bytes | None]:
             try:
-                return to_lua(lua, node.registry_call(_s(op), from_lua(arg))), None
+                return to_lua(lua, port.registry_call(_s(op), from_lua(arg))), None
             except Exception as exc:  # a refusal is an error value for Lua, not a crash
                 return None, _b(f"registry.{_s(op)}: {exc}")
 
         def supervisor(op: bytes, caller: bytes, arg: Any) -> tuple[Any, bytes | None]:
             try:
-                return to_lua(lua, node.supervisor_call(_s(op), _s(caller), from_lua(arg))), None
+                return to_lua(lua, port.supervisor_call(_s(op), _s(caller), from_lua(arg))), None
             except Exception as exc:  # a refused spec is an error value for Lua, not a crash
                 return None, _b(f"supervisor.{_s(op)}: {exc}")
 
         def exited(pid: bytes, reason: bytes, error: Any) -> None:
-            node.process_exited(_s(pid), _s(reason), _s(error) if error is not None else None)
+            port.process_exited(_s(pid), _s(reason), _s(error) if error is not None else None)
 
         pending: list[Any] = []
 
@@ -283,9 +283,9 @@ class Host:
                 pending.extend(values)
                 return
             try:
-                node.traced(lost, pending)
+                port.traced(lost, pending)
             except Exception:
-                node.fault(self.name, f"event bus:\n{traceback.format_exc()}")
+                port.fault(self.name, f"event bus:\n{traceback.format_exc()}")
             finally:
                 pending.clear()
 
@@ -316,10 +316,10 @@ class Host:
             b"headroom": lambda: room(0),
             b"registry": roomy(registry),
             b"supervisor": roomy(supervisor),
-            b"cell_begin": node.cell_begin,
-            b"cell_done": node.cell_done,
-            b"shell_poll": node.shell_poll,
-            b"wf": roomy(node.workflow_callback(self.name, lua, self._room)),   # durable workflows
+            b"cell_begin": port.cell_begin,
+            b"cell_done": port.cell_done,
+            b"shell_poll": port.shell_poll,
+            b"wf": roomy(port.workflow_callback(self.name, lua, self._room)),   # durable workflows
         }
 
     def _room(self, extra: int) -> None:
