@@ -68,8 +68,26 @@ def _imports(path: Path) -> Iterator[tuple[int, str, str | None]]:
                 yield node.lineno, target, a.name
 
 
+def _module_aliases(path: Path, known: set[str]) -> dict[str, str]:
+    """Local names ``path`` binds to one of our modules (``from . import host``, ``import wippy.x as y``)."""
+    me = _module_name(path)
+    aliases: dict[str, str] = {}
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.asname and a.name in known:
+                    aliases[a.asname] = a.name
+        elif isinstance(node, ast.ImportFrom):
+            target = _resolve(me, _is_package(path), node.level, node.module)
+            for a in node.names:
+                if f"{target}.{a.name}" in known:
+                    aliases[a.asname or a.name] = f"{target}.{a.name}"
+    return aliases
+
+
 def private_imports(*packages: str) -> list[str]:
-    """``from .sibling import _private`` (or ``import pkg._private``) anywhere in ``packages``."""
+    """``from .sibling import _private`` (or ``import pkg._private``, or ``sibling._private`` on a module
+    imported by name) anywhere in ``packages``."""
     known = _known_modules()
     found = []
     for path in _sources(*packages):
@@ -83,6 +101,12 @@ def private_imports(*packages: str) -> list[str]:
             tail = [p for p in module.split(".")[2:] if p.startswith("_") and p != "__init__"]
             if tail and module != me:
                 found.append(f"{where}: imports the private module {module}")
+        aliases = _module_aliases(path, known)
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
+                    and node.attr.startswith("_") and not node.attr.startswith("__")):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: uses the private name {node.attr} "
+                             f"of {aliases[node.value.id]}")
     return found
 
 
