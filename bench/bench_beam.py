@@ -60,13 +60,14 @@ class Beam:
 
     def _eval(self, expr: str) -> str:
         out = subprocess.run([self.erl, "-noshell", "-eval", f"{expr}, halt()."], capture_output=True, text=True,
-                             timeout=60, check=False)
+                             timeout=60, check=False, cwd=self.ebin)
         return out.stdout.strip() or "unknown"
 
     def run(self, flags: Sequence[str], args: Sequence[str], timeout: float = 300) -> list[dict[str, str]]:
         """One fresh VM running ``wippy_bench:main(args)``; the `result` lines it printed, as dicts."""
         cmd = [self.erl, "-noshell", *flags, "-pa", str(self.ebin), "-run", "wippy_bench", "main", *args]
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+        # cwd: a VM that crashes writes erl_crash.dump there, in the temporary directory, not the tree
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False, cwd=self.ebin)
         if out.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed ({out.returncode}): {out.stderr.strip()[-500:]}")
         rows = []
