@@ -47,6 +47,8 @@ typecheck: $(STAMP)
 
 ## bench: print the figures of docs/performance.md (never a test: figures, not verdicts)
 bench: $(STAMP)
+	@# Erlang for the BEAM side of bench_beam.py; without it that script skips BEAM and says so
+	-bash scripts/ensure-erlang.sh
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 ## demo: the ping-pong example, headless

@@ -121,6 +121,33 @@ def run_once(node: Any, entry: str, args: tuple[Any, ...], messages: int) -> tup
     return messages / wall, messages / float(cpu)
 
 
+def pingpong_case(n: int, kind: str = "table") -> tuple[str, str, tuple[Any, ...], int]:
+    """The ping-pong case of ``n`` round trips (2n messages) with a payload ``kind``: "table",
+    "integer" or "table, lean"; as (name, entry, arguments, messages) for :func:`fresh_node_rates`."""
+    return f"ping-pong, {kind} payload", "b:ping", (n, kind), 2 * n
+
+
+def fanout_case(rounds: int, fan: int = 1000) -> tuple[str, str, tuple[Any, ...], int]:
+    """The fan-out 1->``fan`` case of ``rounds`` rounds (2 * fan * rounds messages)."""
+    return f"fan-out 1->{fan}, table payload", "b:fan", (rounds, fan), 2 * fan * rounds
+
+
+def fresh_node_rates(budget: int, cases: list[tuple[str, str, tuple[Any, ...], int]],
+                     gc_call: str | None = None) -> dict[str, tuple[float, float]]:
+    """Run each case once in a fresh node with the given instruction budget (after a warm-up that
+    compiles the entries); {name: (wall rate, Lua-CPU rate)}. ``gc_call`` (Lua source) switches the
+    host's collector first."""
+    node = common.make_node(budget)
+    try:
+        if gc_call:
+            node.call(lambda ctx: ctx.lua.execute(gc_call.encode()))
+        define(node)
+        node.exec("b:ping", 2000, "table", timeout=60)   # warm-up (compiles the entries)
+        return {name: run_once(node, entry, eargs, msgs) for name, entry, eargs, msgs in cases}
+    finally:
+        node.stop(grace=1)
+
+
 def main() -> int:
     def gc_option(ap: Any) -> None:
         ap.add_argument("--gc", default="runtime", metavar="MODE",
@@ -160,25 +187,16 @@ def main() -> int:
     # ----------------------------------------------------------------- wippy
     # Each repeat uses a fresh node (a fresh Lua state): rates differ by up to ~20% from one Lua state
     # to the next (see docs/performance.md), so the median over fresh states is the figure to judge.
-    cases = [(f"ping-pong, {k} payload", "b:ping", (n_pp, k), 2 * n_pp) for k in ("table", "integer", "table, lean")]
-    cases.append((f"fan-out 1->{fan}, table payload", "b:fan", (rounds, fan), 2 * fan * rounds))
+    cases = [pingpong_case(n_pp, k) for k in ("table", "integer", "table, lean")]
+    cases.append(fanout_case(rounds, fan))
     walls: dict[tuple[str, int], list[float]] = {}
     cpus: dict[tuple[str, int], list[float]] = {}
     for rep in range(repeat):
         for budget in (0, BUDGET_ON):
             print(f"wippy, repeat {rep + 1}/{repeat}, instruction budget {common.budget_label(budget)} ...", flush=True)
-            node = common.make_node(budget)
-            try:
-                if gc_call:
-                    node.call(lambda ctx: ctx.lua.execute(gc_call.encode()))
-                define(node)
-                node.exec("b:ping", 2000, "table", timeout=60)   # warm-up (compiles the entries)
-                for name, entry, eargs, msgs in cases:
-                    w, c = run_once(node, entry, eargs, msgs)
-                    walls.setdefault((name, budget), []).append(w)
-                    cpus.setdefault((name, budget), []).append(c)
-            finally:
-                node.stop(grace=1)
+            for name, (w, c) in fresh_node_rates(budget, cases, gc_call).items():
+                walls.setdefault((name, budget), []).append(w)
+                cpus.setdefault((name, budget), []).append(c)
 
     print()
     print(f"ping-pong: {n_pp:,} round trips ({2 * n_pp:,} messages); fan-out: {rounds} rounds x {fan} workers "

@@ -57,7 +57,8 @@ end }
 # --------------------------------------------------------------------------------------- children
 
 
-def child_lua(n: int, budget: int) -> dict[str, Any]:
+def child_lua(n: int, budget: int, statistics: bool = True) -> dict[str, Any]:
+    """One measurement (in this fresh process); ``statistics`` also times ``node.statistics()``."""
     node = common.make_node(budget, heap_limit=max(512 << 20, n * 8192))
 
     def mem() -> int:
@@ -79,7 +80,7 @@ def child_lua(n: int, budget: int) -> dict[str, Any]:
         rss1, mem1 = common.rss_bytes(), mem()
         alive = int(node.call(lambda ctx: ctx.scheduler.count()))
         stats_s = None
-        if n <= 100_000:
+        if statistics and n <= 100_000:
             t0 = time.perf_counter()
             node.statistics(memory=False)
             stats_s = time.perf_counter() - t0
@@ -171,7 +172,7 @@ def run_child(args: list[str], timeout: float) -> dict[str, Any] | None:
 def child_main(argv: list[str]) -> int:
     kind, n = argv[0], int(argv[1])
     if kind == "lua":
-        r = child_lua(n, int(argv[2]))
+        r = child_lua(n, int(argv[2]), statistics="nostats" not in argv[3:])
     elif kind == "lua-breakdown":
         r = child_breakdown(n)
     elif kind == "asyncio":
