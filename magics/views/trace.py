@@ -26,7 +26,7 @@ from typing import Any
 import ipywidgets as widgets
 from wippy.runtime import Node, WippyError
 
-from ..process import _size
+from ..format import size
 from .pump import INTERVAL, MAXLEN, EventSource, Subscription, View, events_of, short_pid, statistics
 
 __all__ = ["Step", "TraceView", "sequence_svg"]
@@ -132,7 +132,7 @@ class TraceView(View):
     def _step(ev: Any) -> Step | None:
         src = ev.peer or PYTHON
         if ev.kind == "send" and ev.pid:
-            detail = " ".join(x for x in (_size(ev.size) if ev.size is not None else "", ev.preview or "") if x)
+            detail = " ".join(x for x in (size(ev.size) if ev.size is not None else "", ev.preview or "") if x)
             return Step(ev.seq, "send", src, ev.pid, ev.topic or "", detail, ev.time)
         if ev.kind == "spawn" and ev.pid:
             return Step(ev.seq, "spawn", src, ev.pid, "spawn " + _short_entry(ev.entry), ev.entry or "", ev.time)
