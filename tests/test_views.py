@@ -316,7 +316,8 @@ def test_the_mailbox_view_coalesces_a_burst(node: Node, views: list[Any]) -> Non
     wait_until(lambda: view.received == 100, what="100 messages in the view")
     time.sleep(0.15)
     assert len([t for t in updates if t <= t0 + 0.1]) <= 2
-    assert len(updates) <= 3, updates
+    # at most one update an interval however long the burst took to arrive (a slow machine: longer)
+    assert len(updates) <= 2 + (time.monotonic() - t0) / view.pump.interval, updates
 
 
 PINGPONG = """
