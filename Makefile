@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 PYTEST_ARGS ?=
 
-.PHONY: lab test check lint typecheck bench demo clean
+.PHONY: lab test check screenshots lint typecheck bench demo clean
 
 $(STAMP): pyproject.toml scripts/ensure-chromium.sh scripts/ensure-postgres.sh
 	@# system packages the tests need (Debian's chromium for the browser tests, PostgreSQL for the
@@ -38,6 +38,11 @@ check: $(STAMP) lint typecheck
 	@for nb in notebooks/*.ipynb; do \
 	  WIPPY_DATA_DIR=$$(mktemp -d) $(PY) -m pytest --nbval $$nb --nbval-kernel-name wippy -x -q || exit 1; \
 	done
+
+## screenshots: the browser tests, saving their pictures over the committed ones in docs/screenshots
+## (`make test` saves them under build/screenshots, so a test run leaves the tree clean)
+screenshots: $(STAMP)
+	WIPPY_SCREENSHOTS=$(CURDIR)/docs/screenshots $(PY) -m pytest tests/browser -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

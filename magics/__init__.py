@@ -13,18 +13,11 @@ IPython is imported lazily (in :func:`load_ipython_extension`), so importing thi
 from __future__ import annotations
 
 import sys
-import threading
 from typing import Any
 
-from .current import node, set_node
+from .current import cell, node, set_node
 
 __all__ = ["cell", "load_ipython_extension", "node", "set_node", "unload_ipython_extension"]
-
-
-#: the id of the notebook cell running on this thread (``cell.id``; None outside a notebook front end).
-#: The live views remember the cell that showed them: when it runs again, its output is cleared, and the
-#: views of its previous run are closed (JupyterLab keeps the widget models of a cleared output alive).
-cell = threading.local()
 
 
 def _pre_run_cell(info: Any) -> None:

@@ -13,7 +13,12 @@ from pathlib import Path
 
 from wippy.runtime import Node
 
-__all__ = ["data_dir", "node", "set_node", "start_node", "stop_owned_node"]
+__all__ = ["cell", "data_dir", "node", "set_node", "start_node", "stop_owned_node"]
+
+#: the id of the notebook cell running on this thread (``cell.id``; None outside a notebook front end).
+#: The live views remember the cell that showed them: when it runs again, its output is cleared, and the
+#: views of its previous run are closed (JupyterLab keeps the widget models of a cleared output alive).
+cell = threading.local()
 
 _lock = threading.Lock()
 _node: Node | None = None

@@ -18,32 +18,13 @@ from wippy.runtime import EntryError, Node, ProcessStatistics, Timeout, WippyErr
 from wippy.runtime.entries import validate_id
 
 from .current import node
+from .format import duration, size
 from .usage import parse, parse_json, split_json
 
 __all__ = ["ProcessMagics", "ProcessTable"]
 
 COLUMNS = ("PID", "NAME", "ENTRY", "HOST", "STATUS", "MAILBOX", "IN", "OUT", "MEMORY", "UPTIME")
 EXIT_WAIT = 5.0  # seconds %kill waits to report the exit
-
-
-def _size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    if n < 1024:
-        return f"{n} B"
-    if n < 1024 * 1024:
-        return f"{n / 1024:.1f} KB"
-    return f"{n / (1024 * 1024):.1f} MB"
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
 
 
 class ProcessTable:
@@ -53,7 +34,7 @@ class ProcessTable:
         self.processes = list(processes)
         self.rows = [
             (p.pid, ", ".join(p.names) or "-", p.entry, p.host, p.status, str(p.mailbox),
-             str(p.messages_in), str(p.messages_out), _size(p.memory), _duration(p.uptime))
+             str(p.messages_in), str(p.messages_out), size(p.memory), duration(p.uptime))
             for p in self.processes
         ]
 

@@ -316,7 +316,8 @@ def test_the_mailbox_view_coalesces_a_burst(node: Node, views: list[Any]) -> Non
     wait_until(lambda: view.received == 100, what="100 messages in the view")
     time.sleep(0.15)
     assert len([t for t in updates if t <= t0 + 0.1]) <= 2
-    assert len(updates) <= 3, updates
+    # at most one update an interval however long the burst took to arrive (a slow machine: longer)
+    assert len(updates) <= 2 + (time.monotonic() - t0) / view.pump.interval, updates
 
 
 PINGPONG = """
@@ -343,7 +344,13 @@ def test_a_busy_mailbox_is_sampled_not_followed(node: Node, views: list[Any]) ->
     wait_until(lambda: view.received > count, what="a sampling window", timeout=10)
     assert view.messages[-1].topic == "ping"
     wait_until(lambda: "messages sampled" in view.status.value, what="the status line")
-    assert view.sampling and view.rate is not None and view.rate > 10_000
+    assert view.sampling and view.rate is not None and view.rate > 0
+    # sampled, not followed: from one window to the next, the process receives more than the view sees
+    received, seen = view.stats.messages_in, view.received
+    wait_until(lambda: view.received > seen, what="the next sampling window", timeout=15)
+    wait_until(lambda: view.stats.messages_in - received > view.received - seen,
+               what="the statistics showing more messages than sampled", timeout=15)
+    assert view.sampling and view._sub is None
 
 
 # ---------------------------------------------------------------------------------------------- TraceView

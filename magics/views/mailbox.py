@@ -7,11 +7,16 @@ node's other views). Shows the queue length over time as an SVG sparkline, the l
 topic, sender, size, payload preview), and the exits and restarts.
 
 A busy PID: while anyone subscribes to a process's sends, its host records each of them for the bus,
-which costs a process that receives 100 k messages a second most of its speed. So when more than
-:data:`BUSY` sends arrive within one step, the view stops following every message and samples
-instead: it subscribes for :data:`WINDOW` seconds every :data:`GAP` seconds (the status line says so),
-and goes back to following every message once the process receives fewer than :data:`QUIET` messages a
-second (its ``messages_in`` counter, sampled). Exits are always followed (they cost nothing).
+which costs a process that receives 100 k messages a second most of its speed. So the view measures the
+process's load in work, not time: from the samples, the messages it received (``messages_in``) against the
+resumes its host ran (``HostStatistics.resumes``), over at least :data:`STEP_RESUMES` resumes (one host
+run step). When at least :data:`BUSY_SHARE` of them delivered to it, the view stops following every
+message and samples instead: every :data:`GAP` seconds it opens a window that stays open until it has
+caught :data:`WINDOW_EVENTS` of the PID's sends (the status line says so; :data:`WINDOW_LIMIT` seconds
+only bound a process that went quiet meanwhile), and goes back to following every message once fewer
+than :data:`QUIET_SHARE` of its host's resumes deliver to it (or its host runs less than one run step in
+:data:`MEASURE_LIMIT` seconds). A machine half as fast gives the same decisions and windows of the same
+size. Exits are always followed (they cost nothing).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from typing import Any
 import ipywidgets as widgets
 from wippy.runtime import Node, ProcessStatistics, WippyError
 
-from ..process import _size
+from ..format import size
 from .pump import (
     INTERVAL,
     MAXLEN,
@@ -46,10 +51,13 @@ __all__ = ["Delivery", "MailboxView"]
 
 PREVIEW = 80  # characters of a payload preview shown
 SHOWN = 12    # messages drawn (``messages`` keeps ``keep``)
-BUSY = 2000    # sends within one step (20 k/s) beyond which the view samples a PID's messages
-QUIET = 10_000  # messages/s received (from the statistics) under which it follows every message again
-WINDOW = 0.05  # seconds a sampling window lasts
-GAP = 1.0      # seconds from one sampling window to the next
+STEP_RESUMES = 20_000  # resumes of its host over which a PID's load is measured (one host run step)
+BUSY_SHARE = 0.1       # share of its host's resumes delivering to the PID beyond which the view samples
+QUIET_SHARE = 0.05     # share under which it follows every message again
+MEASURE_LIMIT = 10.0   # seconds a measure may wait for STEP_RESUMES (an idle host: the PID is quiet)
+WINDOW_EVENTS = 200    # sends of the PID a sampling window catches before it closes
+WINDOW_LIMIT = 10.0    # seconds a window waits at most for them (a process that went quiet)
+GAP = 1.0              # seconds from the end of one sampling window to the next
 
 
 @dataclass(frozen=True)
@@ -88,6 +96,10 @@ class MailboxView(View):
         self._dropped = 0
         self.sampling = False  # a busy PID: messages are sampled in windows
         self._next_window = 0.0
+        self._window: Subscription | None = None  # the open sampling window
+        self._window_caught = 0
+        self._window_until = 0.0
+        self._measure: tuple[float, int, int] | None = None  # (when, host resumes, messages_in) at its start
         self.rate: float | None = None  # messages/s the process received, between the last two samples
         self._last_in: tuple[float, int] | None = None
         self._sampled_at = 0.0
@@ -114,6 +126,9 @@ class MailboxView(View):
                 self._sub = self._source.subscribe(kinds=("send",), pids=(self.pid,), maxlen=MAXLEN)
 
     def _unsubscribe(self) -> None:
+        if self._window is not None:
+            self._window.close()
+        self._window, self._window_caught = None, 0
         for attr in ("_sub", "_exits"):
             sub = getattr(self, attr)
             setattr(self, attr, None)
@@ -128,29 +143,68 @@ class MailboxView(View):
                 self.messages.append(Delivery(ev.time, ev.topic or "", ev.peer, ev.size, (ev.preview or "")[:PREVIEW]))
 
     def _sample_window(self, now: float) -> None:
-        """Sampling mode: follow the PID's sends for WINDOW seconds (on the pump's thread), then stop."""
+        """Sampling mode (the pump's thread): open a window every GAP seconds; keep it open, step after
+        step, until it caught WINDOW_EVENTS sends of the PID (or WINDOW_LIMIT seconds passed)."""
         assert self._source is not None
-        self._next_window = now + GAP
-        sub = self._source.subscribe(kinds=("send",), pids=(self.pid,), maxlen=4 * (self.messages.maxlen or 50))
-        try:
-            time.sleep(WINDOW)
-            events = sub.drain()
-        finally:
-            sub.close()
-        self._deliveries(events)
+        if self._window is None:
+            if now < self._next_window:
+                return
+            self._window = self._source.subscribe(kinds=("send",), pids=(self.pid,), maxlen=MAXLEN)
+            self._window_caught, self._window_until = 0, now + WINDOW_LIMIT
+            return
+        events = [ev for ev in self._window.drain() if ev.kind == "send" and ev.pid == self.pid]
+        self._deliveries(events[:WINDOW_EVENTS - self._window_caught])
+        self._window_caught += len(events)
+        if self._window_caught >= WINDOW_EVENTS or now >= self._window_until:
+            self._close_window(now)
+
+    def _close_window(self, now: float) -> None:
+        if self._window is not None:
+            self._window.close()  # (what it dropped past WINDOW_EVENTS is not a loss: it samples)
+        self._window, self._window_caught, self._next_window = None, 0, now + GAP
+
+    def _measured(self, now: float, snap: Any) -> None:
+        """Weigh the PID's load in work (the pump's thread, after a new snapshot): once its host ran
+        STEP_RESUMES resumes since the measure began, sample when BUSY_SHARE of them delivered to the
+        PID, follow every message again under QUIET_SHARE."""
+        s = self.stats
+        host = snap.hosts.get(s.host) if s is not None else None
+        if s is None or host is None:
+            self._measure = None
+            return
+        if self._measure is None:
+            self._measure = (now, host.resumes, s.messages_in)
+            return
+        began, resumes, received = self._measure
+        ran, got = host.resumes - resumes, s.messages_in - received
+        if ran < STEP_RESUMES:
+            if now - began >= MEASURE_LIMIT:  # less than one run step in that time: not busy
+                self._measure = (now, host.resumes, s.messages_in)
+                if self.sampling:
+                    self._follow(now)
+            return
+        self._measure = (now, host.resumes, s.messages_in)
+        if not self.sampling and got >= BUSY_SHARE * ran:
+            if self._sub is not None:  # a busy PID: sample from now on
+                self._deliveries(self._sub.drain())
+                self._sub.close()  # (what it dropped is why the view samples, not a loss to report)
+            self._sub, self.sampling, self._next_window = None, True, now
+        elif self.sampling and got < QUIET_SHARE * ran:
+            self._follow(now)
+
+    def _follow(self, now: float) -> None:
+        """Quiet again: close any window and follow every message."""
+        self._close_window(now)
+        self.sampling = False
+        if self._source is not None:
+            self._sub = self._source.subscribe(kinds=("send",), pids=(self.pid,), maxlen=MAXLEN)
 
     # ------------------------------------------------------------------ the pump's thread
     def _collect(self) -> None:
         now = time.monotonic()
         if self._sub is not None:
-            before = self._sub.dropped
-            events = self._sub.drain()
-            self._deliveries(events)
-            if len(events) + self._sub.dropped - before >= BUSY:  # a busy PID: sample from now on
-                self._dropped += before  # (what this step dropped is why it samples, not a loss to report)
-                self._sub.close()
-                self._sub, self.sampling, self._next_window = None, True, now + GAP
-        elif self.sampling and now >= self._next_window and self.ended is None:
+            self._deliveries(self._sub.drain())
+        elif self.sampling and self.ended is None and self._source is not None:
             self._sample_window(now)
         if self._exits is not None:
             for ev in self._exits.drain():
@@ -168,7 +222,7 @@ class MailboxView(View):
                     self.lifecycle.append((tev.time, f"restarted as {tev.pid} (restart {tev.restarts})"))
                     self._unsubscribe()
                     self.pid, self.ended, self.stats, self.sampling = tev.pid, None, None, False
-                    self.rate, self._last_in = None, None
+                    self.rate, self._last_in, self._measure = None, None, None
                     self._subscribe()
                 elif tev.status == "failed":
                     self.lifecycle.append((tev.time, f"failed: {tev.reason or 'gave up'}"))
@@ -184,9 +238,7 @@ class MailboxView(View):
                 if self._last_in is not None:  # a new snapshot: the rate since the one before
                     self.rate = (self.stats.messages_in - self._last_in[1]) / (taken - self._last_in[0])
                 self._last_in = (taken, self.stats.messages_in)
-                if self.sampling and self.rate is not None and self.rate < QUIET and self._source is not None:
-                    self.sampling = False  # quiet again: follow every message
-                    self._sub = self._source.subscribe(kinds=("send",), pids=(self.pid,), maxlen=MAXLEN)
+                self._measured(now, snap)
             senders = {m.sender for m in self.messages if m.sender}
             self._names.update((p.pid, p.names[0]) for p in procs if p.names and p.pid in senders)
             if self.stats is not None:
@@ -205,7 +257,7 @@ class MailboxView(View):
     def _status_html(self) -> str:
         parts = [f"{self.received} messages seen"]
         if self.sampling:
-            parts.append(f"a busy process: messages sampled {WINDOW * 1000:.0f} ms every {GAP:g} s")
+            parts.append(f"a busy process: messages sampled, {WINDOW_EVENTS} at a time every {GAP:g} s")
         dropped = self._dropped + (self._sub.dropped if self._sub is not None else 0)
         if dropped:
             parts.append(f"{dropped} events dropped")
@@ -230,7 +282,7 @@ class MailboxView(View):
 
     def _rows(self) -> list[tuple[str, ...]]:
         latest = list(self.messages)[-SHOWN:]
-        return [(clock(m.time), m.topic, self._sender(m.sender), _size(m.size), m.preview) for m in reversed(latest)]
+        return [(clock(m.time), m.topic, self._sender(m.sender), size(m.size), m.preview) for m in reversed(latest)]
 
     def static_html(self) -> str:
         parts = [f'<div class="wippy-mailbox"><b>{html.escape(self._headline())}</b>',

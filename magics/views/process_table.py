@@ -22,7 +22,7 @@ from typing import Any
 import ipywidgets as widgets
 from wippy.runtime import Node, ProcessStatistics, WippyError
 
-from ..process import _duration, _size
+from ..format import duration, size
 from .mailbox import MailboxView
 from .pump import INTERVAL, Subscription, View, events_of, statistics, table_html, text_table
 
@@ -48,7 +48,7 @@ NONE = "(none)"
 
 def row(p: ProcessStatistics) -> tuple[str, ...]:
     return (p.pid, ", ".join(p.names) or "-", p.entry, p.host, p.status, str(p.mailbox), str(p.messages_in),
-            str(p.messages_out), _size(p.memory), str(p.resumes), _duration(p.uptime))
+            str(p.messages_out), size(p.memory), str(p.resumes), duration(p.uptime))
 
 
 class ProcessTableView(View):

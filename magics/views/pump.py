@@ -46,6 +46,8 @@ import ipywidgets as widgets
 import traitlets
 from wippy.runtime import Node, NodeStatistics, WippyError
 
+from ..current import cell
+
 __all__ = [
     "GRACE",
     "INTERVAL",
@@ -347,8 +349,6 @@ _by_cell_lock = threading.Lock()
 def _remember_cell(view: View) -> None:
     """Note the cell running on this thread as the one that showed ``view`` (views made on other threads,
     such as the mailbox under a process table, belong to their parent view instead)."""
-    from .. import cell
-
     cell_id = getattr(cell, "id", None)
     if cell_id:
         with _by_cell_lock:

@@ -2,7 +2,7 @@
 
 Source: ``node.events`` registry events (one per new version); on a runtime without the bus, the pump
 compares ``registry.version`` (a counter read under the registry's lock) at each step. Each version's
-diff against the one before is the same as ``%registry diff V-1 V`` (:func:`~..registry.registry_diff`),
+diff against the one before is the same as ``%registry diff V-1 V`` (:func:`~..registry_diff.registry_diff`),
 computed once and kept. Drawing: a strip of dots (one per version) and, newest first, a ``<details>``
 per version with its message, changes and coloured diff (the newest open), which works the same in the
 static HTML of a saved notebook.
@@ -16,7 +16,7 @@ from typing import Any
 import ipywidgets as widgets
 from wippy.runtime import Node, Version
 
-from ..registry import OPS, RegistryDiff, registry_diff
+from ..registry_diff import OPS, RegistryDiff, registry_diff
 from .pump import INTERVAL, Subscription, View, clock, events_of, text_table
 
 __all__ = ["RegistryHistoryView"]

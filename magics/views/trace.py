@@ -26,8 +26,8 @@ from typing import Any
 import ipywidgets as widgets
 from wippy.runtime import Node, WippyError
 
-from ..process import _size
-from .pump import INTERVAL, MAXLEN, EventSource, Subscription, View, events_of, short_pid, statistics
+from ..format import size
+from .pump import INTERVAL, MAXLEN, EventSource, Subscription, View, events_of, short_pid, statistics, suppressed
 
 __all__ = ["Step", "TraceView", "sequence_svg"]
 
@@ -132,7 +132,7 @@ class TraceView(View):
     def _step(ev: Any) -> Step | None:
         src = ev.peer or PYTHON
         if ev.kind == "send" and ev.pid:
-            detail = " ".join(x for x in (_size(ev.size) if ev.size is not None else "", ev.preview or "") if x)
+            detail = " ".join(x for x in (size(ev.size) if ev.size is not None else "", ev.preview or "") if x)
             return Step(ev.seq, "send", src, ev.pid, ev.topic or "", detail, ev.time)
         if ev.kind == "spawn" and ev.pid:
             return Step(ev.seq, "spawn", src, ev.pid, "spawn " + _short_entry(ev.entry), ev.entry or "", ev.time)
@@ -186,17 +186,30 @@ class TraceView(View):
         return f"{name} {tail}" if name else tail
 
     def settle(self, quiet: float = 0.1, wait: float = 1.0) -> None:
-        """Collect until nothing new was drawn for ``quiet`` seconds, or ``wait`` seconds passed."""
+        """Collect until nothing new was drawn for ``quiet`` seconds and over a whole run step of every
+        host, or ``wait`` seconds passed.
+
+        The run step counts, not only the time: a host publishes its sends at the end of each run step, so
+        on a slow machine a step still running after ``quiet`` seconds may hold the cell's traffic. A
+        fresh ``node.statistics()`` is answered by every host between two run steps, after it published
+        its records: nothing new after it means the traffic really settled."""
         deadline = time.monotonic() + wait
-        last, calm_since = -1, time.monotonic()
+        last, calm_since, barrier_at = -1, time.monotonic(), -1
         while True:
             self.refresh()
             n = len(self.collected)
             now = time.monotonic()
             if n != last:
                 last, calm_since = n, now
-            if now - calm_since >= quiet or now >= deadline:
+            if now >= deadline:
                 return
+            if now - calm_since >= quiet:
+                if barrier_at == n:  # nothing new since the hosts passed a step boundary
+                    return
+                barrier_at = n
+                with suppressed(WippyError):
+                    self.node.statistics(memory=False)
+                continue
             time.sleep(min(quiet / 2, max(0.0, deadline - now)))
 
     def _frame(self) -> dict[widgets.Widget, dict[str, Any]]:

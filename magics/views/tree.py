@@ -17,7 +17,8 @@ import ipywidgets as widgets
 from wippy.runtime import Node, WippyError
 from wippy.runtime.supervisor_tree import TreeNode, render_text
 
-from ..supervision import _strip_pids, tree_links, tree_svg
+from ..format import strip_pids
+from ..tree_picture import tree_links, tree_svg
 from .pump import INTERVAL, TreeBuffer, View
 
 __all__ = ["TreeView"]
@@ -87,7 +88,7 @@ class TreeView(View):
     def _shown(self) -> TreeNode | None:
         if self.snapshot is None:
             return None
-        return self.snapshot if self.pids else _strip_pids(self.snapshot)
+        return self.snapshot if self.pids else strip_pids(self.snapshot)
 
     def _frame(self) -> dict[widgets.Widget, dict[str, Any]]:
         shown = self._shown()

@@ -5,8 +5,10 @@ the session's JupyterLab server; nothing here starts or stops a server or a brow
 
 Every wait polls the DOM with a deadline, and a wait that runs out raises :class:`BrowserWaitError` saying
 what it waited for and what it saw instead (the kernel's status, the cells' prompts, the open dialog).
-The conftest hook saves a screenshot of any failing test into its pytest tmp dir: ``docs/screenshots``
-holds only the images the tests take on purpose (:func:`screenshot`).
+The conftest hook saves a screenshot of any failing test into its pytest tmp dir. The images the tests take
+on purpose (:func:`screenshot`) go to ``build/screenshots/`` (git-ignored), so a test run leaves the tree
+clean; ``make screenshots`` points ``WIPPY_SCREENSHOTS`` at ``docs/screenshots/`` to refresh the committed
+pictures.
 
 Selectors are JupyterLab 4's (checked on 4.6): the kernel status is the status bar item titled
 "Change kernel for <notebook>" ("Wippy (Python + Lua) | Idle"), not the toolbar's execution indicator,
@@ -15,6 +17,7 @@ which says "idle" before the kernel has even connected.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Callable
@@ -48,7 +51,8 @@ __all__ = [
 ]
 
 REPO = Path(__file__).resolve().parents[2]
-SCREENSHOTS = REPO / "docs" / "screenshots"
+#: where :func:`screenshot` saves: ``$WIPPY_SCREENSHOTS`` (``make screenshots``: docs/screenshots), else build/
+SCREENSHOTS = Path(os.environ.get("WIPPY_SCREENSHOTS") or REPO / "build" / "screenshots")
 
 # Debian's chromium (scripts/ensure-chromium.sh installs it); /usr/bin/chromium is a shell wrapper that
 # prints a harmless error. Playwright adds --headless itself and gives every launch a fresh profile
@@ -341,7 +345,8 @@ def hide_left_sidebar(page: Page) -> None:
 
 
 def screenshot(page: Page, name: str, *, scroll_to: str | None = None) -> Path:
-    """Save the viewport as ``docs/screenshots/<name>.png`` (images meant for the docs); return its path.
+    """Save the viewport as ``<SCREENSHOTS>/<name>.png`` (images for the docs, refreshed there by
+    ``make screenshots``); return its path.
 
     ``scroll_to`` is a selector (CSS, or Playwright's like ``.jp-CodeCell:has-text("...")``) of an element
     scrolled to the middle of the notebook first. Menus and tooltips are closed, the caret hidden and

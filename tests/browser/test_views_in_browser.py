@@ -1,5 +1,6 @@
 """The live views in a real JupyterLab: the supervision tree and a mailbox redraw after a crash, and the
-sequence diagram of a traced cell is drawn. Screenshots go to docs/screenshots/ for the README.
+sequence diagram of a traced cell is drawn. Screenshots go to build/screenshots/
+(``make screenshots``: docs/screenshots/, for the README).
 
 03-supervision shows `%tree demo:one` and `%mailbox one-b` (live widgets), then sends `hello` three
 times to `one-b` and crashes it. After Run All, the widgets must show what happened after they were
