@@ -47,7 +47,7 @@ local function fire_recv(w, st, v, ok)
   else
     w.wait = nil
     w.ra, w.rb = v, ok
-    if not w.queued then w.queued = true; K.rq_tail = K.rq_tail + 1; runq[K.rq_tail] = w end
+    if not w.queued then w.queued = true; local q = K.rq_tail + 1; K.rq_tail = q; runq[q] = w end
   end
 end
 

@@ -31,8 +31,11 @@ K.HOOK_CHUNK, K.YIELD_EVERY, K.MAX_DEPTH, K.CANCEL_GRACE = HOOK_CHUNK, YIELD_EVE
 -- multiplier (fewer minor collections) measured best in early runs; later full runs put it within
 -- noise of the incremental collector for messaging (docs/performance.md, "Collector mode").
 collectgarbage("generational", 100, 200)
-local PARK = setmetatable({}, { __metatable = false, __tostring = function() return "park" end })
-PARK.upgrade = setmetatable({}, { __metatable = false })   -- yielded by process.upgrade (see settle)
+-- What a process yields to the scheduler: functions, so that the run loop tests `a == PARK` in one
+-- instruction (== between a function and anything never calls a metamethod: a returned table's __eq
+-- cannot run on the host thread).
+local PARK = function() return "park" end
+local PARK_UPGRADE = function() return "upgrade" end   -- yielded by process.upgrade (see settle)
 
 -------------------------------------------------------------------------------------------------
 -- Process table, run queue, current process
@@ -61,8 +64,9 @@ end
 local function enqueue(p)
   if p.queued then return end
   p.queued = true
-  K.rq_tail = K.rq_tail + 1
-  runq[K.rq_tail] = p
+  local t = K.rq_tail + 1
+  K.rq_tail = t
+  runq[t] = p
 end
 
 -- Wake a parked process with up to two values, which its park returns.
@@ -99,7 +103,7 @@ local function not_running(pid)
   if why then return "process " .. pid .. " is not running (it exited: " .. why .. ")" end
   return "unknown process " .. pid .. " (no such process on host " .. HOST .. ")"
 end
-K.procs, K.starts, K.stats, K.runq, K.PARK = procs, starts, stats, runq, PARK
+K.procs, K.starts, K.stats, K.runq, K.PARK, K.PARK_UPGRADE = procs, starts, stats, runq, PARK, PARK_UPGRADE
 K.remember_exit, K.enqueue, K.wake, K.park = remember_exit, enqueue, wake, park
 K.cur, K.is_local, K.not_running = cur, is_local, not_running
 K.P = {}   -- the `process` module's functions, added by the modules below

@@ -128,7 +128,7 @@ function P.send(dest, topic, payload, extra, ...)
         -- the receiver is parked on its inbox: hand the message over and queue it
         w.wait = nil
         w.ra, w.rb = msg, true
-        if not w.queued then w.queued = true; K.rq_tail = K.rq_tail + 1; runq[K.rq_tail] = w end
+        if not w.queued then w.queued = true; local q = K.rq_tail + 1; K.rq_tail = q; runq[q] = w end
       elseif w and w.sel and not w.sel.done then
         fire_recv(w, ib, msg, true)
       else
@@ -148,8 +148,9 @@ function P.send(dest, topic, payload, extra, ...)
     if not TOPIC_OK[topic] then TOPIC_OK[topic] = true; topic_ok_n = topic_ok_n + 1 end
   end
   p.n_out = p.n_out + 1
-  K.api_calls = K.api_calls + 1
-  if K.api_calls >= YIELD_EVERY then
+  local calls = K.api_calls + 1
+  K.api_calls = calls
+  if calls >= YIELD_EVERY then
     -- fairness: a process that only calls the API without ever parking still lets others run
     wake(p, nil, nil)
     co_yield(PARK)

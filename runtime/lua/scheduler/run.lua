@@ -12,6 +12,7 @@ local py, config = K.py, K.config
 local type, next, tostring, error, setmetatable, rawget = type, next, tostring, error, setmetatable, rawget
 local rawequal, co_create, co_resume, tunpack = rawequal, coroutine.create, coroutine.resume, table.unpack
 local tpack, sethook, traceback, collectgarbage = table.pack, debug.sethook, debug.traceback, collectgarbage
+local PARK_UPGRADE = K.PARK_UPGRADE
 local runq, starts, stats, PARK, MEMERR, HOOK_CHUNK = K.runq, K.starts, K.stats, K.PARK, K.MEMERR, K.HOOK_CHUNK
 local enqueue, copy_value, run_timers, next_deadline = K.enqueue, K.copy_value, K.run_timers, K.next_deadline
 local hook, finish, proc_main = K.hook, K.finish, K.proc_main
@@ -41,7 +42,7 @@ local function settle(p, ok, a)
   local co = p.co
   if ok then
     if rawequal(a, PARK) then return end
-    if rawequal(a, PARK.upgrade) and p.upgrade_to then   -- process.upgrade: new code, same process
+    if rawequal(a, PARK_UPGRADE) and p.upgrade_to then   -- process.upgrade: new code, same process
       local up = p.upgrade_to
       p.upgrade_to = nil
       local e = up[1]
@@ -93,10 +94,12 @@ function S.run(now, budget)
   K.step_now = now
   run_timers(now)
   local n = 0
-  while K.rq_head <= K.rq_tail do
-    local p = runq[K.rq_head]
-    runq[K.rq_head] = nil
-    K.rq_head = K.rq_head + 1
+  local head = K.rq_head
+  while head <= K.rq_tail do
+    local p = runq[head]
+    runq[head] = nil
+    head = head + 1
+    K.rq_head = head
     p.queued = false
     if not p.dead then
       K.current = p
@@ -116,7 +119,7 @@ function S.run(now, budget)
       end
       K.current = nil
       if p.budget then p.instr = p.instr + K.budget_used end
-      if not ok or not rawequal(a, PARK) then settle(p, ok, a) end
+      if not ok or a ~= PARK then settle(p, ok, a) end
       n = n + 1
       if n >= budget then break end
     end

@@ -16,7 +16,7 @@ local setmetatable, ipairs, tonumber, co_create = setmetatable, ipairs, tonumber
 local co_yield, co_running, sfmt, tunpack = coroutine.yield, coroutine.running, string.format, table.unpack
 local tpack, sethook = table.pack, debug.sethook
 local procs, starts, stats, enqueue, cur, P = K.procs, K.starts, K.stats, K.enqueue, K.cur, K.P
-local HOST, PID_PREFIX, HOOK_CHUNK, PARK = K.HOST, K.PID_PREFIX, K.HOOK_CHUNK, K.PARK
+local HOST, PID_PREFIX, HOOK_CHUNK, PARK_UPGRADE = K.HOST, K.PID_PREFIX, K.HOOK_CHUNK, K.PARK_UPGRADE
 local chan_new, chan_poll, chan_receive, PRIV = K.chan_new, K.chan_poll, K.chan_receive, K.PRIV
 local copy_value, parse_duration, hook, HOST_BUDGET = K.copy_value, K.parse_duration, K.hook, K.HOST_BUDGET
 local deliver, entry_cached, proc_main = K.deliver, K.entry_cached, K.proc_main
@@ -163,7 +163,7 @@ function P.upgrade(id, ...)
     error("process.upgrade: entry '" .. e.id .. "' is a " .. tostring(e.kind) .. " entry, not process.lua", 2)
   end
   p.upgrade_to = tpack(e, ...)
-  co_yield(PARK.upgrade)
+  co_yield(PARK_UPGRADE)
   error("process.upgrade: the scheduler did not take the upgrade", 2)
 end
 
