@@ -41,6 +41,10 @@ local PARK_UPGRADE = function() return "upgrade" end   -- yielded by process.upg
 -- Process table, run queue, current process
 -------------------------------------------------------------------------------------------------
 local procs = {}                         -- pid -> process record (never handed to Lua user code)
+-- A process record keeps its counters in array slots, so that an idle process's record has at most
+-- eight named fields (pid, co, env, entry, queued, wait, inbox, ...), one hash part of eight nodes and
+-- no rehash while it spawns and parks: [1] messages in, [2] messages out, [3] resumes, [4] spawn time
+-- (K.step_now), and for a process with an instruction budget [5] the budget, [6] instructions used.
 local starts = {}                        -- process record -> arguments of its first resume
 K.step_now = py.monotonic()              -- the monotonic time Python passed to the last run step
 K.nprocs = 0

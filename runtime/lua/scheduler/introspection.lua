@@ -7,6 +7,14 @@
 local S, K = ...
 local type, next, collectgarbage = type, next, collectgarbage
 local procs, stats, MODULES, mono, timer_count = K.procs, K.stats, K.MODULES, K.mono, K.timer_count
+-- array slots of a process record (core.lua), one per line: Lua folds only the last name of a
+-- multiple <const> declaration into a constant
+local N_IN <const> = 1
+local N_OUT <const> = 2
+local RESUMES <const> = 3
+local T0 <const> = 4
+local BUDGET <const> = 5
+local INSTR <const> = 6
 
 function S.count() return K.nprocs end
 function S.alive(pid) return procs[pid] ~= nil end
@@ -44,9 +52,9 @@ local function proc_info(p, with_memory, now)
   end
   return {
     pid = p.pid, entry = p.entry, status = p.wait and "waiting" or (p.queued and "runnable" or "running"),
-    mailbox = ib and ib.n or 0, messages_in = p.n_in, messages_out = p.n_out,
-    instructions = p.instr or 0, resumes = p.resumes, memory = mem, uptime = (now or mono()) - p.t0,
-    trap_links = p.trap_links or false, budget = p.budget or 0, links = link_list(p.links),
+    mailbox = ib and ib.n or 0, messages_in = p[N_IN], messages_out = p[N_OUT],
+    instructions = p[INSTR] or 0, resumes = p[RESUMES], memory = mem, uptime = (now or mono()) - p[T0],
+    trap_links = p.trap_links or false, budget = p[BUDGET] or 0, links = link_list(p.links),
   }
 end
 
@@ -79,7 +87,7 @@ end
 
 function S.delivered_total()
   local n = K.delivered_dead
-  for _, p in next, procs do n = n + p.n_in end
+  for _, p in next, procs do n = n + p[N_IN] end
   return n
 end
 -- Internals for runtime/lua/workflow.lua, which the host loads right after the last module and which

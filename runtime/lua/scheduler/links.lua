@@ -16,6 +16,9 @@ local procs, starts, stats, remember_exit = K.procs, K.starts, K.stats, K.rememb
 local cur, is_local, not_running, CANCEL_GRACE, P = K.cur, K.is_local, K.not_running, K.CANCEL_GRACE, K.P
 local chan_new, chan_offer, chan_close = K.chan_new, K.chan_offer, K.chan_close
 local copy_value, timer_add, mono, resolve = K.copy_value, K.timer_add, K.mono, K.resolve
+-- array slots of a process record (core.lua), one per line: Lua folds only the last name of a
+-- multiple <const> declaration into a constant
+local N_IN <const> = 1
 
 -------------------------------------------------------------------------------------------------
 -- Exits, monitors, links
@@ -53,7 +56,7 @@ end
 local function finish(p, reason, result)
   if p.dead then return end
   p.dead = true
-  K.delivered_dead = K.delivered_dead + p.n_in
+  K.delivered_dead = K.delivered_dead + p[N_IN]
   p.result = result
   p.wait = nil
   procs[p.pid] = nil

@@ -18,6 +18,10 @@ local cur, is_local, not_running, P = K.cur, K.is_local, K.not_running, K.P
 local CH, chan_new, chan_offer, chan_close, fire_recv = K.CH, K.chan_new, K.chan_offer, K.chan_close,
   K.fire_recv
 local copy, copy_value, resolve = K.copy, K.copy_value, K.resolve
+-- array slots of a process record (core.lua), one per line: Lua folds only the last name of a
+-- multiple <const> declaration into a constant
+local N_IN <const> = 1
+local N_OUT <const> = 2
 
 -------------------------------------------------------------------------------------------------
 -- Message delivery
@@ -39,7 +43,7 @@ end
 
 -- Deliver an already-copied payload to a live local process.
 local function deliver(t, from, topic, data)
-  t.n_in = t.n_in + 1
+  t[N_IN] = t[N_IN] + 1
   if t.wf then return S.wf_deliver(t, from, topic, data) end   -- a workflow: journaled (workflow.lua)
   local ls = t.listeners
   if ls then
@@ -117,7 +121,7 @@ function P.send(dest, topic, payload, extra, ...)
     elseif tp == "function" or tp == "thread" or tp == "userdata" then
       return nil, "send: payload cannot be copied: $ is a " .. tp
     end
-    t.n_in = t.n_in + 1
+    t[N_IN] = t[N_IN] + 1
     local ib = t.inbox
     if ib and not t.listeners then
       -- the common case inlined: straight into the inbox (or to the receiver parked on it)
@@ -136,7 +140,7 @@ function P.send(dest, topic, payload, extra, ...)
         ib.bt = bt; ib[bt] = msg; ib.n = ib.n + 1
       end
     else
-      t.n_in = t.n_in - 1
+      t[N_IN] = t[N_IN] - 1
       deliver(t, p.pid, topic, payload)
     end
     local rec = S.trace_send   -- set while the node traces sends (tracing.lua)
@@ -147,7 +151,7 @@ function P.send(dest, topic, payload, extra, ...)
     if topic_ok_n > 10000 then TOPIC_OK, topic_ok_n = {}, 0 end
     if not TOPIC_OK[topic] then TOPIC_OK[topic] = true; topic_ok_n = topic_ok_n + 1 end
   end
-  p.n_out = p.n_out + 1
+  p[N_OUT] = p[N_OUT] + 1
   local calls = K.api_calls + 1
   K.api_calls = calls
   if calls >= YIELD_EVERY then

@@ -16,6 +16,11 @@ local PARK_UPGRADE = K.PARK_UPGRADE
 local runq, starts, stats, PARK, MEMERR, HOOK_CHUNK = K.runq, K.starts, K.stats, K.PARK, K.MEMERR, K.HOOK_CHUNK
 local enqueue, copy_value, run_timers, next_deadline = K.enqueue, K.copy_value, K.run_timers, K.next_deadline
 local hook, finish, proc_main = K.hook, K.finish, K.proc_main
+-- array slots of a process record (core.lua), one per line: Lua folds only the last name of a
+-- multiple <const> declaration into a constant
+local RESUMES <const> = 3
+local BUDGET <const> = 5
+local INSTR <const> = 6
 
 -------------------------------------------------------------------------------------------------
 -- The run loop
@@ -50,7 +55,7 @@ local function settle(p, ok, a)
       env._G = env
       p.env, p.entry = env, e.id
       p.co = co_create(proc_main)
-      if p.budget and not p.shell then sethook(p.co, hook, "", HOOK_CHUNK) end
+      if p[BUDGET] and not p.shell then sethook(p.co, hook, "", HOOK_CHUNK) end
       starts[p] = tpack(e, env, tunpack(up, 2, up.n))
       enqueue(p)
       return
@@ -105,7 +110,7 @@ function S.run(now, budget)
       K.current = p
       K.api_calls = 0
       K.budget_used = 0
-      p.resumes = p.resumes + 1
+      p[RESUMES] = p[RESUMES] + 1
       local ok, a
       local start = starts[p]
       if start then
@@ -118,7 +123,7 @@ function S.run(now, budget)
         ok, a = co_resume(p.co, ra, rb)
       end
       K.current = nil
-      if p.budget then p.instr = p.instr + K.budget_used end
+      if p[BUDGET] then p[INSTR] = p[INSTR] + K.budget_used end
       if not ok or a ~= PARK then settle(p, ok, a) end
       n = n + 1
       if n >= budget then break end

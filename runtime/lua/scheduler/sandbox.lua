@@ -15,6 +15,9 @@ local co_yield, co_running, sbyte, tconcat = coroutine.yield, coroutine.running,
 local sethook, collectgarbage = debug.sethook, collectgarbage
 local park, PARK, HOST, MEMERR, HOOK_CHUNK = K.park, K.PARK, K.HOST, K.MEMERR, K.HOOK_CHUNK
 local hook = K.hook
+-- array slots of a process record (core.lua), one per line: Lua folds only the last name of a
+-- multiple <const> declaration into a constant
+local BUDGET <const> = 5
 
 -------------------------------------------------------------------------------------------------
 -- Sandboxed replacements for the functions that could let a process escape or outlive a kill
@@ -77,7 +80,7 @@ end
 local function sb_create(f)
   local co = co_create(f)
   local p = K.current
-  if p and p.budget then sethook(co, hook, "", HOOK_CHUNK) end
+  if p and p[BUDGET] then sethook(co, hook, "", HOOK_CHUNK) end
   return co
 end
 

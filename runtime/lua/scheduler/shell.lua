@@ -20,6 +20,10 @@ local CHAN_MT, chan_new, chan_offer, chan_receive = K.CHAN_MT, K.chan_new, K.cha
 local copy_value, TIME_MT, TIMEM, DUR_MT, hook = K.copy_value, K.TIME_MT, K.TIMEM, K.DUR_MT, K.hook
 local PROTECTED, MODULES, make_base = K.PROTECTED, K.MODULES, K.make_base
 local spawn_local, error_text = K.spawn_local, K.error_text
+-- array slots of a process record (core.lua), one per line: Lua folds only the last name of a
+-- multiple <const> declaration into a constant
+local BUDGET <const> = 5
+local INSTR <const> = 6
 
 -------------------------------------------------------------------------------------------------
 -- The notebook's shell process: runs cells sent by Python, keeps its globals between them
@@ -161,7 +165,7 @@ function S.shell_start()
   if not pid then return nil, err end
   local p = procs[pid]
   p.shell = true
-  p.budget, p.instr = math.maxinteger, 0
+  p[BUDGET], p[INSTR] = math.maxinteger, 0
   p.shell_reqs = reqs
   return pid
 end

@@ -40,23 +40,29 @@ local function spawn_local(pid, id, opts, ...)
   local env = setmetatable({}, e.env_mt)
   env._G = env
   local co = co_create(proc_main)
-  -- keep the record small: fields that most processes never need are added when first used
-  local p = { pid = pid, co = co, env = env, entry = id, n_in = 0, n_out = 0, resumes = 0, t0 = K.step_now }
+  local budget = HOST_BUDGET
+  if opts and opts.instruction_budget ~= nil then
+    budget = tonumber(opts.instruction_budget)
+    if budget and budget <= 0 then budget = nil end
+  end
+  -- keep the record small (see core.lua): counters in array slots, and fields that most processes
+  -- never need added when first used
+  local p
+  if budget then
+    p = { 0, 0, 0, K.step_now, budget, 0, pid = pid, co = co, env = env, entry = id, queued = false }
+  else
+    p = { 0, 0, 0, K.step_now, pid = pid, co = co, env = env, entry = id, queued = false }
+  end
   -- what the first resume passes: the compiled entry alone (the common case, no allocation), or
   -- the entry and the arguments
   if select("#", ...) == 0 then starts[p] = e else starts[p] = tpack(e, env, ...) end
-  local budget = HOST_BUDGET
   if opts then
-    if opts.instruction_budget ~= nil then
-      budget = tonumber(opts.instruction_budget)
-      if budget and budget <= 0 then budget = nil end
-    end
     if opts.trap_links then p.trap_links = true end
     if opts.upgradable then p.upgradable = true end
     if opts.cancel_grace then p.cancel_grace = (parse_duration(opts.cancel_grace) or 5e9) / 1e9 end
     if opts.context then p.context = opts.context end
   end
-  if budget then p.budget = budget; p.instr = 0; sethook(co, hook, "", HOOK_CHUNK) end
+  if budget then sethook(co, hook, "", HOOK_CHUNK) end
   if opts and opts.name then
     local ok, nerr = py.register_name(opts.name, pid)
     if not ok then return nil, "spawn: " .. nerr end
