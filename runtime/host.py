@@ -5,9 +5,10 @@ thread (``wippy-host-<name>``). Other threads talk to a host only through :meth:
 :meth:`Host.call`, which put work on a thread-safe queue that the host drains between two run steps, and
 (for :meth:`Host.call`) wait on a :class:`concurrent.futures.Future`.
 
-The run loop itself is Lua (``lua/scheduler.lua``): Python enters it with ``S.run(now, budget)`` and gets
-control back when the run queue is empty or after ``budget`` resumes, drains the queue again, and sleeps
-on the queue until the next timer deadline when there is nothing to do.
+The run loop itself is Lua (the modules ``lua/scheduler/*.lua``, loaded by :mod:`.lua_modules`): Python
+enters it with ``S.run(now, budget)`` and gets control back when the run queue is empty or after ``budget``
+resumes, drains the queue again, and sleeps on the queue until the next timer deadline when there is
+nothing to do.
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ import traceback
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any, TypeVar
 
 from lupa import lua54
 
 from .errors import HostError, LuaError, ProcessError, Timeout
 from .host_port import HostPort
+from .lua_modules import load_runtime
 from .luaconv import lua_bytes as _b
 from .luaconv import lua_pair as _pair
 from .luaconv import lua_str as _s
@@ -42,10 +43,6 @@ DEFAULT_HEAP_LIMIT = 256 * 1024 * 1024
 HEADROOM = 4 * 1024 * 1024  # bytes above the heap limit kept free for pushes from Python
 RUN_BATCH = 20_000          # resumes per run step before Python looks at its queue again
 _REMOTE_PID_BASE = 1 << 40  # PIDs allocated from outside the host (Python, other hosts) start here
-
-
-def _lua_source(name: str) -> bytes:
-    return resources.files("wippy.runtime").joinpath("lua", name).read_bytes()
 
 
 def _deny_attributes(obj: object, name: object, is_setting: bool) -> object:
@@ -277,7 +274,7 @@ class Host:
         pending: list[Any] = []
 
         def trace(lost: int, *values: Any) -> None:
-            # records of spawns and sends, flat and a few at a time (see "Tracing" in scheduler.lua); a
+            # records of spawns and sends, flat and a few at a time (see scheduler/tracing.lua); a
             # call without values ends a flush. Never raises into Lua.
             if values:
                 pending.extend(values)
@@ -362,11 +359,7 @@ class Host:
             }
         )
         py = lua.table_from(self._callbacks())
-        loader = lua.eval(b"function(src, ...) return assert(load(src, '=scheduler.lua', 't'))(...) end")
-        self._s = loader(_lua_source("scheduler.lua"), py, config, _lua_source("json.lua"))
-        # the durable-workflow layer, with the scheduler's internals (S.internals, removed once taken)
-        lua.eval(b"function(src, ...) return assert(load(src, '=workflow.lua', 't'))(...) end")(
-            _lua_source("workflow.lua"), self._s, py, config)
+        self._s = load_runtime(lua, py, config)   # the scheduler's modules, then workflow.lua
 
     def _main(self) -> None:
         try:

@@ -13,8 +13,6 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = {"runtime": "wippy.runtime", "magics": "wippy.magics", "kernel": "wippy.kernel"}
 
@@ -157,7 +155,6 @@ def test_runtime_imports_no_private_name_of_a_sibling() -> None:
     assert private_imports("runtime") == []
 
 
-@pytest.mark.xfail(strict=True, reason="fixed on branch views")
 def test_magics_and_kernel_import_no_private_name_of_a_sibling() -> None:
     assert private_imports("magics", "kernel") == []
 

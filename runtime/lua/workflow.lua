@@ -1,8 +1,8 @@
 -- Durable workflows, the Lua half (runtime/workflow.py is the Python half; docs/architecture.md,
 -- "Durable workflows", is the design).
 --
--- Loaded by the host right after scheduler.lua, in the same Lua state, as
--- `load(src, "=workflow.lua", "t")(S, py, config)`; it takes the scheduler's internals from
+-- Loaded by the host right after the scheduler's modules (runtime/lua_modules.py), in the same Lua
+-- state, as `load(src, "=workflow.lua", "t")(S, py, config)`; it takes the scheduler's internals from
 -- S.internals (and removes them) and adds:
 --   * S.wf_spawn / S.wf_run: a workflow.lua entry spawned as a process becomes a workflow process whose
 --     environment journals every effect; S.wf_deliver: a message to a workflow process is a signal;

@@ -1,0 +1,62 @@
+-- scheduler/timers.lua: the timer heap.
+--
+-- Owns: a binary heap of timer entries on (deadline, seq), cancelled lazily (entry.off); timer_add,
+--   run_timers (fire what is due, called by the run loop), next_deadline, timer_count; mono (the
+--   host's monotonic clock, py.monotonic).
+-- Uses: nothing from the modules before it.
+local S, K = ...
+local py = K.py
+
+-------------------------------------------------------------------------------------------------
+-- Timers: a binary heap on (deadline, seq); entries are cancelled lazily.
+-------------------------------------------------------------------------------------------------
+local heap, hn, tseq = {}, 0, 0
+local mono = py.monotonic
+
+local function less(a, b) return a.t < b.t or (a.t == b.t and a.s < b.s) end
+
+local function timer_add(t, fire, arg)
+  tseq = tseq + 1
+  local e = { t = t, s = tseq, fire = fire, arg = arg, off = false }
+  hn = hn + 1
+  local i = hn
+  heap[i] = e
+  while i > 1 do
+    local pi = i // 2
+    local pe = heap[pi]
+    if less(e, pe) then heap[i] = pe; heap[pi] = e; i = pi else break end
+  end
+  return e
+end
+
+local function timer_pop()
+  local top = heap[1]
+  local last = heap[hn]
+  heap[hn] = nil; hn = hn - 1
+  if hn > 0 then
+    heap[1] = last
+    local i = 1
+    while true do
+      local l, r, m = 2 * i, 2 * i + 1, i
+      if l <= hn and less(heap[l], heap[m]) then m = l end
+      if r <= hn and less(heap[r], heap[m]) then m = r end
+      if m == i then break end
+      heap[i], heap[m] = heap[m], heap[i]
+      i = m
+    end
+  end
+  return top
+end
+
+local function run_timers(now)
+  while hn > 0 and heap[1].t <= now do
+    local e = timer_pop()
+    if not e.off then e.off = true; e.fire(e, now) end
+  end
+end
+-- The earliest pending deadline, or -1 when no timer is pending (what S.run returns to Python).
+local function next_deadline() return hn > 0 and heap[1].t or -1 end
+local function timer_count() return hn end
+
+K.timer_add, K.run_timers, K.next_deadline, K.timer_count, K.mono = timer_add, run_timers, next_deadline,
+  timer_count, mono
