@@ -12,6 +12,7 @@
     ├── PayloadError               a value cannot be copied into a message
     ├── LuaError                   Lua source does not compile or raised while loading
     ├── SupervisionError           a supervisor or service cannot start, or is unknown to the tree
+    ├── SecurityError              a security value misused (unknown policy or group, a widened scope)
     └── Timeout                    a wait on the runtime ran out of time
 
 Messages name the thing, the likely cause and what to do instead, e.g.
@@ -28,6 +29,7 @@ __all__ = [
     "ProcessError",
     "ProcessExited",
     "RegistryStoreError",
+    "SecurityError",
     "SupervisionError",
     "Timeout",
     "TreeError",
@@ -208,3 +210,12 @@ class WorkflowFailed(WippyError):
         self.workflow_id = workflow_id
         self.status = status
         self.error = error
+
+
+class SecurityError(WippyError):
+    """A security value is misused: an unknown policy ID or group, an unknown action, a widened scope.
+
+    Not a refusal: a refused call is a :class:`~wippy.runtime.security.Decision` with ``allowed`` false
+    (the caller turns it into ``nil, "permission denied: ..."``). A policy *entry* that does not parse is
+    an :class:`EntryError`.
+    """

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol
 
-from .errors import WippyError
+from .errors import SecurityError
 from .security_policy import ACTIONS, POLICY_KIND, Condition, Policy, freeze, parse_policy
 
 __all__ = [
@@ -45,15 +45,6 @@ __all__ = [
 
 _CACHE_LIMIT = 4096
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
-
-
-class SecurityError(WippyError):
-    """A security value is misused: an unknown policy ID or group, an unknown action, a widened scope.
-
-    Not a refusal: a refused call is a :class:`Decision` with ``allowed`` false (the caller turns it into
-    ``nil, "permission denied: ..."``). A policy *entry* that does not parse is an
-    :class:`~wippy.runtime.errors.EntryError`.
-    """
 
 
 def _key(value: Any) -> Any:
