@@ -11,6 +11,7 @@ The module's node runs on a FakeClock so that timers in selects fire when the te
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -446,6 +447,43 @@ def test_listen_routes_topics(rig: Rig) -> None:
     assert result["inbox"] == [
         {"topic": "ordersXnew", "data": "no glob"}, {"topic": "audit.12", "data": "too long"}, {"topic": "pong"},
     ]
+
+
+def test_messages_sent_before_the_first_inbox_call_wait_in_it(rig: Rig) -> None:
+    """Messages sent to a process before it first asks for its inbox (one of them before it has even
+    run) are counted in its statistics and then received in order from the inbox, which reports them
+    with len() and is the same channel on every call; a process never sent anything has mailbox 0."""
+    body = r"""
+  local mb = ...
+  local go = process.listen("go")
+  process.send(mb, "ready", process.pid())
+  go:receive()
+  local ib = process.inbox()
+  local n, got = ib:len(), {}
+  for i = 1, n do local m = ib:receive(); got[i] = { m:topic(), m:data() } end
+  return { len = n, cap = ib:cap(), same = ib == process.inbox(), got = got, after = ib:len() }
+"""
+    pid = rig.spawn(body, rig.mb.pid)
+    rig.node.send(pid, "a", 1)                    # before the process has run at all
+    quiet = rig.spawn(body, rig.mb.pid)
+    ready = {rig.expect("ready"), rig.expect("ready")}
+    assert ready == {pid, quiet}
+    rig.node.send(pid, "b", {"x": 2})
+    rig.node.send(pid, "c", "three")
+    deadline = time.monotonic() + TIMEOUT             # node.send returns before the delivery
+    while True:
+        procs = {p.pid: p for p in rig.node.statistics().processes}
+        if procs[pid].mailbox == 3 or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    assert procs[pid].mailbox == 3 and procs[pid].messages_in == 3
+    assert procs[quiet].mailbox == 0 and procs[quiet].messages_in == 0
+    rig.node.send(pid, "go")
+    rig.node.send(quiet, "go")
+    assert rig.mb.wait_exit(pid, TIMEOUT).result["value"] == {
+        "len": 3, "cap": -1, "same": True, "after": 0, "got": [["a", 1], ["b", {"x": 2}], ["c", "three"]]}
+    assert rig.mb.wait_exit(quiet, TIMEOUT).result["value"] == {
+        "len": 0, "cap": -1, "same": True, "after": 0, "got": {}}
 
 
 def test_unlisten_sends_later_messages_to_the_inbox(rig: Rig) -> None:

@@ -19,9 +19,13 @@ local CH = setmetatable({}, { __mode = "k" })
 local PRIV = setmetatable({}, { __mode = "k" })   -- handle -> private state (timers, spawners)
 
 
+-- A channel's state keeps at most four named fields while it idles with a receiver parked on it
+-- (handle, bh, bt, rw; an unbounded channel, the inbox, has no `cap`), so its hash part stays at four
+-- nodes: the buffered values are st[bh .. bt] (none when bt < bh), their count is bt - bh + 1.
 local function chan_new(cap)
   local handle = setmetatable({}, CHAN_MT)
-  local st = { handle = handle, cap = cap, n = 0, bh = 1, bt = 0 }
+  if cap == huge then cap = nil end
+  local st = { handle = handle, cap = cap, bh = 1, bt = 0 }
   CH[handle] = st
   return st
 end
@@ -75,10 +79,9 @@ local function chan_offer(st, v)
     st.rw = nil
     if live(w, st) then fire_recv(w, st, v, true); return true end
   end
-  local n = st.n
-  if n < st.cap then
-    local t = st.bt + 1
-    st.bt = t; st[t] = v; st.n = n + 1
+  local cap, t = st.cap, st.bt + 1
+  if not cap or t - st.bh < cap then
+    st.bt = t; st[t] = v
     return true
   end
   return false
@@ -96,14 +99,14 @@ end
 
 -- Take a value without blocking: returns true, v, ok or false when it would block.
 local function chan_poll(st)
-  if st.n > 0 then
-    local h = st.bh
+  local h = st.bh
+  if st.bt >= h then
     local v = st[h]
-    st[h] = nil; st.bh = h + 1; st.n = st.n - 1
+    st[h] = nil; st.bh = h + 1
     local w = st.sw and take_sender(st)
     if w then   -- a blocked sender refills the buffer
       local t = st.bt + 1
-      st.bt = t; st[t] = send_value(w); st.n = st.n + 1
+      st.bt = t; st[t] = send_value(w)
       fire_send(w, st, true)
     end
     return true, v, true
@@ -129,7 +132,7 @@ local function set_waiter(st, slot, w)
 end
 
 local function chan_receive(st)
-  if st.n > 0 or st.sw or st.closed then
+  if st.bt >= st.bh or st.sw or st.closed then
     local ready, v, ok = chan_poll(st)
     if ready then return v, ok end
   end
@@ -180,7 +183,7 @@ end
 function CHM.receive(h)
   local st = CH[h]
   if not st then error("receive: expected a channel, got " .. type(h), 2) end
-  if st.n > 0 or st.sw or st.closed then
+  if st.bt >= st.bh or st.sw or st.closed then
     local ready, v, ok = chan_poll(st)
     if ready then return v, ok end
   end
@@ -199,8 +202,8 @@ function CHM.close(h) chan_close(chan_state(h, "close")); return true end
 -- the scheduler at forged state.
 function CHM.case_receive(h) chan_state(h, "case_receive"); return { op = "r", channel = h } end
 function CHM.case_send(h, v) chan_state(h, "case_send"); return { op = "s", channel = h, value = v } end
-function CHM.len(h) return chan_state(h, "len").n end
-function CHM.cap(h) local c = chan_state(h, "cap").cap; return c == huge and -1 or c end
+function CHM.len(h) local st = chan_state(h, "len"); return st.bt - st.bh + 1 end
+function CHM.cap(h) return chan_state(h, "cap").cap or -1 end
 function CHM.is_closed(h) return chan_state(h, "is_closed").closed end
 
 local function select_(cases)

@@ -52,7 +52,7 @@ local function proc_info(p, with_memory, now)
   end
   return {
     pid = p.pid, entry = p.entry, status = p.wait and "waiting" or (p.queued and "runnable" or "running"),
-    mailbox = ib and ib.n or 0, messages_in = p[N_IN], messages_out = p[N_OUT],
+    mailbox = ib and ib.bt - ib.bh + 1 or 0, messages_in = p[N_IN], messages_out = p[N_OUT],
     instructions = p[INSTR] or 0, resumes = p[RESUMES], memory = mem, uptime = (now or mono()) - p[T0],
     trap_links = p.trap_links or false, budget = p[BUDGET] or 0, links = link_list(p.links),
   }

@@ -137,7 +137,7 @@ function P.send(dest, topic, payload, extra, ...)
         fire_recv(w, ib, msg, true)
       else
         local bt = ib.bt + 1
-        ib.bt = bt; ib[bt] = msg; ib.n = ib.n + 1
+        ib.bt = bt; ib[bt] = msg
       end
     else
       t[N_IN] = t[N_IN] - 1
