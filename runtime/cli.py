@@ -138,7 +138,7 @@ def _watch(node: Node, tree: Path) -> TreeWatcher | None:
 def _run_entry(node: Node, entry: str, host: str, stop: threading.Event, grace: float) -> int:
     mb = node.mailbox()
     try:
-        pid = node.spawn(entry, host=host, monitor=mb)
+        pid = node.spawn(entry, host=host, monitor=mb, as_tree=True)
     except (EntryError, HostError, ProcessError) as exc:
         node.stop(grace=0.5)
         return _fail(str(exc))

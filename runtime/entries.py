@@ -13,15 +13,17 @@ from typing import Any
 
 from .errors import EntryError
 from .retry import RetryPolicy
+from .security_policy import POLICY_KIND, parse_policy
 
 __all__ = ["KINDS", "LUA_KINDS", "Entry", "check_entry", "validate_id"]
 
 LUA_KINDS = frozenset({"process.lua", "function.lua", "library.lua", "workflow.lua"})
 KINDS = LUA_KINDS | frozenset(
-    {"process.host", "process.service", "process.supervisor", "registry.entry"}
+    {"process.host", "process.service", "process.supervisor", "registry.entry", POLICY_KIND}
 )
 MODULES = frozenset(
-    {"process", "channel", "time", "json", "logger", "ctx", "registry", "funcs", "supervisor", "workflow", "uuid"}
+    {"process", "channel", "time", "json", "logger", "ctx", "registry", "funcs", "supervisor", "workflow", "uuid",
+     "security"}
 )
 
 _ID = re.compile(r"^[A-Za-z_][\w\-]*(\.[A-Za-z_][\w\-]*)*:[A-Za-z_][\w\-.]*$")
@@ -93,6 +95,8 @@ def check_entry(entry: Entry) -> None:
             validate_id(target)
     if entry.kind == "function.lua" and entry.data.get("retry") is not None:
         RetryPolicy.from_mapping(entry.data["retry"], f"entry '{entry.id}': retry")
+    if entry.kind == POLICY_KIND:
+        parse_policy(entry.id, entry.data)   # the field path of the first fault (security_policy.py)
     if entry.kind == "process.host":
         host = entry.data.get("host", {})
         if host is not None and not isinstance(host, dict):

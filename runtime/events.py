@@ -28,7 +28,7 @@ from typing import Any
 __all__ = ["KINDS", "EventBus", "RuntimeEvent", "Subscription", "payload_size", "preview"]
 
 #: every kind of event, in the order the docs list them
-KINDS: frozenset[str] = frozenset({"spawn", "exit", "send", "tree", "registry"})
+KINDS: frozenset[str] = frozenset({"spawn", "exit", "send", "tree", "registry", "security.denied"})
 #: kinds recorded inside Lua, which need the hosts' trace switch on
 TRACED: frozenset[str] = frozenset({"spawn", "send"})
 PREVIEW_CHARS = 80        #: a preview is at most this long (Lua's side cuts the same way)
@@ -40,7 +40,7 @@ class RuntimeEvent:
     """One thing that happened in the node, in publication order (``seq``)."""
 
     seq: int                    #: global order of publication (node-wide, increasing)
-    kind: str                   #: spawn | exit | send | tree | registry
+    kind: str                   #: spawn | exit | send | tree | registry | security.denied
     time: float                 #: unix seconds (node.clock.now_ns()) when it was published
     pid: str | None = None      #: spawn/exit: the process; send: the receiver; tree: the tree node's PID
     peer: str | None = None     #: send: the sender (None from Python without a mailbox); spawn: the parent
@@ -49,10 +49,15 @@ class RuntimeEvent:
     preview: str | None = None  #: send: the payload as short Lua-like text (at most 80 characters)
     entry: str | None = None    #: spawn: the entry ID; tree: the tree node's id
     host: str | None = None     #: spawn/exit/send: the host of ``pid``
-    reason: str | None = None   #: exit: the exit reason; tree: the node's new status; registry: "v<N>"
+    reason: str | None = None   #: exit: the exit reason; tree: the node's new status; registry: "v<N>";
+    #: security.denied: "denied by policy <id>" or "no policy allows it"
     error: str | None = None    #: exit: first line of the error; tree: the last exit text
     name: str | None = None     #: spawn: a registered name given at spawn
     change: str | None = None   #: tree: what changed (added | status | restart | removed)
+    actor: str | None = None    #: security.denied: the actor refused (``pid``: its process, if any)
+    action: str | None = None   #: security.denied: the action (``process.send``, ``registry.apply``...)
+    resource: str | None = None  #: security.denied: the resource
+    policy: str | None = None   #: security.denied: the deny that refused it (None: no policy allowed it)
 
 
 class Subscription:
@@ -200,7 +205,7 @@ class EventBus:
         unknown = ks - KINDS
         if unknown:
             raise ValueError(f"unknown event kind(s) {', '.join(sorted(unknown))} "
-                             f"(kinds: spawn, exit, send, tree, registry)")
+                             f"(kinds: spawn, exit, send, tree, registry, security.denied)")
         if isinstance(pids, str):
             pids = (pids,)
         if maxlen < 1:

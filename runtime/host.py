@@ -82,7 +82,8 @@ class HostOptions:
         from .tree import parse_bytes, parse_seconds
 
         m = dict(m or {})
-        known = {"instruction_budget", "heap_limit", "cancel_grace", "workers", "max_memory"}
+        # default_scope is read by the node's security (node_security.py), not by the host itself
+        known = {"instruction_budget", "heap_limit", "cancel_grace", "workers", "max_memory", "default_scope"}
         unknown = set(m) - known
         if unknown:
             raise HostError(
@@ -262,6 +263,17 @@ class Host:
             except Exception as exc:  # a refusal is an error value for Lua, not a crash
                 return None, _b(f"registry.{_s(op)}: {exc}")
 
+        name = self.name
+
+        def security(op: bytes, *args: Any) -> Any:
+            # identities and checks (scheduler/security.lua); strings back as bytes, tables as tables
+            try:
+                out = port.security_call(name, _s(op), [from_lua(a) for a in args])
+            except Exception as exc:   # never raise into Lua: a refusal is a value
+                return None, _b(f"security: {exc}")
+            return tuple(_b(v) if isinstance(v, str) else to_lua(lua, v) if isinstance(v, (list, dict)) else v
+                         for v in out)
+
         def supervisor(op: bytes, caller: bytes, arg: Any) -> tuple[Any, bytes | None]:
             try:
                 return to_lua(lua, port.supervisor_call(_s(op), _s(caller), from_lua(arg))), None
@@ -313,6 +325,7 @@ class Host:
             b"headroom": lambda: room(0),
             b"registry": roomy(registry),
             b"supervisor": roomy(supervisor),
+            b"security": roomy(security),
             b"cell_begin": port.cell_begin,
             b"cell_done": port.cell_done,
             b"shell_poll": port.shell_poll,
@@ -477,6 +490,9 @@ class Host:
                 self._room(64 * len(pids) if pids else 0)
                 s.trace(bool(on), to_lua(lua, [_b(p) for p in sorted(pids)]) if on and pids is not None else None)
                 self._tracing = bool(on)
+            elif op == "security":
+                _, strict, notebook, generation = item
+                s.security_set(bool(strict), notebook, generation)
             elif op == "stop":
                 return float(item[1])
         except lua54.LuaMemoryError:

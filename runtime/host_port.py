@@ -72,6 +72,10 @@ class HostPort(Protocol):
         """A call of the Lua ``registry`` module: plain data back."""
         ...
 
+    def security_call(self, host: str, op: str, args: list[Any]) -> tuple[Any, ...]:
+        """A call of scheduler/security.lua: ``(value,)`` or ``(None, error)`` (node_security.py)."""
+        ...
+
     def supervisor_call(self, op: str, caller: str, arg: Any) -> Any:
         """A call of the Lua ``supervisor`` module by process ``caller``: plain data back."""
         ...

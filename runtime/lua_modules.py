@@ -24,6 +24,7 @@ SCHEDULER_MODULES: tuple[str, ...] = (
     "time",           # durations, Time values, the `time` module
     "limits",         # the instruction budget's count hook
     "sandbox",        # sandboxed pcall/load/coroutine..., read-only views
+    "security",       # identities of processes, checks of privileged calls, the `security` module
     "tracing",        # spawn and send records for the event bus
     "names",          # registered names, process.registry
     "messages",       # delivery, process.send, inbox, listeners

@@ -30,6 +30,7 @@ from .luaconv import lua_pair as _pair
 from .luaconv import lua_str as _s
 from .luaconv import lua_text as _text
 from .mailbox import Event, Mailbox, Message
+from .node_security import NodeSecurity
 from .payload import check_plain, from_lua, to_lua
 from .registry import ChangeSet, Registry, matches
 from .shell import Shell
@@ -207,6 +208,14 @@ class Node:
             if e.kind == "process.host" and e.id not in self.hosts:
                 self.hosts[e.id] = Host(self._parts, e.id, HostOptions.from_mapping(e.data.get("host")))
         self._shell_lock = threading.Lock()
+        #: policies, identities, checks and refusals (runtime/node_security.py); the notebook user is
+        #: the actor ``notebook`` with every right (``security.caller``) until ``whoami`` narrows it
+        self._security_lock = threading.Lock()
+        self.security: NodeSecurity = NodeSecurity(self.entries.entries, self.entries.get, self.events,
+                                                   self._security_note)
+        self.entries.add_validator(self.security.validator)
+        self.security.on_change(self._security_changed)
+        self._security_changed()   # hosts restored above learn the mode when they start
         # services and supervisors (one thread, started with the node); a bad spec refuses its commit
         self.supervision: Supervision = Supervision(self._parts)
         self.entries.add_validator(self.supervision.validator)
@@ -310,6 +319,10 @@ class Node:
     def apply(self, entries: Iterable[Entry], delete: Iterable[str] = ()) -> int:
         """Add or replace entries (validated first; all or nothing); returns the table's version."""
         entries = list(entries)
+        delete = list(delete)
+        if not self.security.open:   # registry.apply on every entry the transaction changes
+            for entry_id in [*(e.id for e in entries), *delete]:
+                self._require("registry.apply", entry_id)
         for e in entries:
             if e.kind == "process.host":
                 HostOptions.from_mapping(e.data.get("host"))
@@ -393,6 +406,7 @@ class Node:
 
     def _entries_changed(self, ids: frozenset[str]) -> None:
         """After each commit (on the committing thread): hosts drop compiled code, subscribers hear."""
+        self.security.refresh()   # a new policy set (or host default scopes) reaches the hosts first
         for h in list(self.hosts.values()):
             if h.running:
                 h.post("invalidate", tuple(ids))
@@ -458,17 +472,26 @@ class Node:
         link: Mailbox | None = None,
         options: dict[str, Any] | None = None,
         timeout: float = 30.0,
+        as_tree: bool = False,
     ) -> str:
         """Start the ``process.lua`` entry ``entry_id`` on ``host``; returns its PID once it exists.
 
         Raises :class:`EntryError` (unknown entry, wrong kind), :class:`HostError` (unknown host),
-        :class:`ProcessError` (a taken name, a compile error), :class:`PayloadError` (arguments).
+        :class:`ProcessError` (a taken name, a compile error), :class:`PayloadError` (arguments),
+        :class:`SecurityError` (the notebook's scope does not allow ``process.spawn`` of it).
+
+        The process runs as the notebook's actor in its scope (``node.security.caller``), or with
+        ``as_tree`` as a process of the tree (its entry's ID as actor, its host's default scope).
         """
         h = self.host(host)
         self._check_spawnable(entry_id)
         for a in args:
             check_plain(a)
-        opts = dict(options or {})
+        opts = {k: v for k, v in (options or {}).items() if k != "sec"}
+        if not as_tree:   # a tree process (wippy run's entry) runs in its host's default scope
+            self._require("process.spawn", entry_id)
+            self._require("process.spawn", h.name)
+            opts["sec"] = self.security.caller
         if name is not None:
             opts["name"] = name
         if monitor is not None:
@@ -538,10 +561,12 @@ class Node:
         for a in args:
             check_plain(a)
         h = self.host(host)
+        self._require("funcs.call", entry_id)
+        caller = self.security.caller
         with self.mailbox() as mb:
             def start(ctx: HostContext) -> str:
                 pid, err = _pair(ctx.scheduler.call_function(mb.pid.encode(), entry_id.encode(),
-                                                             ctx.to_lua(list(args)), len(args)))
+                                                             ctx.to_lua(list(args)), len(args), caller))
                 if pid is None:
                     raise ProcessError(_text(err))
                 return _text(pid)
@@ -563,6 +588,7 @@ class Node:
         if topic.startswith("@"):
             raise ProcessError(f"send: topic '{topic}' is reserved (topics starting with '@' belong to the runtime)")
         check_plain(payload)
+        self._require("process.send", dest)
         pid = self.resolve(dest)
         if "send" in self.events.wanted:   # published before it is routed: before any answer to it
             self.events.emit("send", pid=pid, peer=sender, topic=topic, size=payload_size(payload),
@@ -594,10 +620,12 @@ class Node:
 
     def terminate(self, pid: str) -> None:
         """Kill a process at once (abnormal exit ``terminated``)."""
+        self._require("process.terminate", pid)
         self._route("terminate", self.resolve(pid), None, None, None)
 
     def cancel(self, pid: str, reason: str | None = None) -> None:
         """Ask a process to stop (CANCEL event, then its grace period, then terminate)."""
+        self._require("process.cancel", pid)
         self._route("cancel", self.resolve(pid), None, reason, None)
 
     def mailbox(self, name: str | None = None) -> Mailbox:
@@ -753,11 +781,41 @@ class Node:
                              error=error.split("\n", 1)[0] if error else None)
 
     def _traced_host(self, host: Host) -> Host:
-        """A new host (under ``self._lock``) starts with the current trace switch."""
+        """A new host (under ``self._lock``) starts with the current trace switch and security mode."""
         on, pids = self._trace_state
         if on:
             host.post("trace", on, pids)
+        sec = self.security
+        host.post("security", not sec.open, sec.caller, sec.generation)
         return host
+
+    # ------------------------------------------------------------------ security
+    def _security_note(self, text: str) -> None:
+        self._keep("security", f"[info] {text}")
+
+    def _security_changed(self) -> None:
+        """The policy set or the notebook's identity changed (any thread): tell every host."""
+        sec = self.security
+        with self._security_lock:   # posted in one order: the last post is current on every host
+            with self._lock:
+                hosts = list(self.hosts.values())
+            for h in hosts:
+                h.post("security", not sec.open, sec.caller, sec.generation)
+
+    def _require(self, action: str, resource: str) -> None:
+        """A privileged call from Python, made as :attr:`security` ``.caller``; raises SecurityError."""
+        sec = self.security
+        if not sec.open:
+            sec.require(sec.caller, action, resource)
+
+    def whoami(self, actor: str | None = None, groups: Iterable[str] | None = None,
+               meta: dict[str, Any] | None = None, reset: bool = False) -> tuple[str, list[str]]:
+        """Narrow (or with ``reset`` restore) the notebook's identity: the actor calls from Python and
+        the shell process run as, and its scope (the policies of ``groups``; a widening is refused).
+        Returns (actor id, policy IDs of the scope; ``["*"]`` for every right)."""
+        sec = self.security
+        ctx = sec.whoami(actor, meta, groups, reset)
+        return sec.actor_of(ctx).id, sec.describe_scope(sec.parts(ctx)[1])
 
     def _traced(self, lost: int, values: list[Any]) -> None:
         """Records a host's Lua side made in one step (host thread): ``kind, pid, peer, a, b, c`` each,
@@ -990,6 +1048,9 @@ class _Parts:
     def route(self, op: str, dest: str, a: Any, b: Any, c: Any) -> None:
         self._node._route(op, dest, a, b, c)
 
+    def security_call(self, host: str, op: str, args: list[Any]) -> tuple[Any, ...]:
+        return self._node.security.lua_call(host, op, args)
+
     def registry_call(self, op: str, arg: Any) -> Any:
         return self._node._registry_call(op, arg)
 
@@ -1059,10 +1120,14 @@ class _Parts:
         self._node._reply(pid, token, value)
 
     def terminate(self, pid: str) -> None:
-        self._node.terminate(pid)
+        # the node's own parts (supervisors shutting children down) are not the notebook's calls
+        self._node._route("terminate", self._node.resolve(pid), None, None, None)
 
     def cancel(self, pid: str, reason: str | None = None) -> None:
-        self._node.cancel(pid, reason)
+        self._node._route("cancel", self._node.resolve(pid), None, reason, None)
+
+    def require(self, action: str, resource: str) -> None:
+        self._node._require(action, resource)
 
     def on_exit(self, listener: Callable[[str, str, str | None], None]) -> None:
         self._node.on_exit(listener)

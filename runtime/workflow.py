@@ -111,6 +111,10 @@ class WorkflowsOwner(Protocol):
         """Answer a Lua call of ``pid`` that returned ``token``."""
         ...
 
+    def require(self, action: str, resource: str) -> None:
+        """Check a call from Python as the notebook's identity; raises SecurityError when refused."""
+        ...
+
     def fault(self, where: str, message: str) -> None:
         """Record a failure outside any process (``node.faults``, stderr). Never raises."""
         ...
@@ -398,6 +402,7 @@ class Workflows:
         UUID) is made. Raises EntryError (unknown entry, wrong kind), PayloadError, StoreError. Not from a
         host thread.
         """
+        self.node.require("workflow.start", entry_id)
         plan = self._begin(entry_id, list(args), workflow_id, host or self._default_host())
         if plan.kind == "run":
             self._launch(plan, timeout=timeout)
@@ -443,6 +448,11 @@ class Workflows:
     def signal(self, workflow_id: str, topic: str, payload: Any = None) -> int:
         """Send a journaled message to a running workflow (it reads it from its inbox, or ``listen``);
         return its number. Raises :class:`UnknownWorkflow`, :class:`WorkflowFinished`, PayloadError."""
+        self.node.require("workflow.signal", workflow_id)
+        return self._signal(workflow_id, topic, payload)
+
+    def _signal(self, workflow_id: str, topic: str, payload: Any) -> int:
+        """:meth:`signal` once allowed (a Lua caller was checked in its process, workflow.lua)."""
         check_plain(payload)
         seq = self._open().signal(workflow_id, topic, payload)
         self._push(workflow_id)
@@ -501,6 +511,11 @@ class Workflows:
         """Cancel a running workflow, wherever it runs: it becomes ``cancelled`` now (its process on this
         node is terminated; another node's stops at its next journal write). Raises
         :class:`UnknownWorkflow`, :class:`WorkflowFinished` when it has already finished."""
+        self.node.require("workflow.cancel", workflow_id)
+        self._cancel(workflow_id, reason)
+
+    def _cancel(self, workflow_id: str, reason: str | None) -> None:
+        """:meth:`cancel` once allowed (a Lua caller was checked in its process, workflow.lua)."""
         error = f"cancelled: {reason}" if reason else "cancelled"
         store = self._open()
         with self._lock:
@@ -1004,14 +1019,14 @@ class Workflows:
             return to({**pol.to_lua(), "python": False})
 
         def signal(wid: Any, topic: Any, payload: Any) -> Any:
-            self.signal(text(wid), text(topic), from_lua(payload))
+            self._signal(text(wid), text(topic), from_lua(payload))
             return True
 
         def status(wid: Any) -> Any:
             return _b(self.status(text(wid)))
 
         def cancel(wid: Any, reason: Any) -> Any:
-            self.cancel(text(wid), text(reason) if reason is not None else None)
+            self._cancel(text(wid), text(reason) if reason is not None else None)
             return True
 
         def list_(status: Any = None) -> Any:

@@ -25,8 +25,8 @@ LIMIT = 150
 SCHEDULER_DIR = Path(lua_modules.__file__).parent / "lua" / "scheduler"
 
 EXPECTED_ORDER = (
-    "core", "channels", "copy", "timers", "time", "limits", "sandbox", "tracing", "names", "messages",
-    "links", "env", "entries", "spawn", "process", "run", "registry", "funcs", "supervisor", "shell",
+    "core", "channels", "copy", "timers", "time", "limits", "sandbox", "security", "tracing", "names",
+    "messages", "links", "env", "entries", "spawn", "process", "run", "registry", "funcs", "supervisor", "shell",
     "introspection",
 )
 

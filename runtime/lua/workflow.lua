@@ -30,6 +30,7 @@ local chan_new, chan_poll, chan_offer, CH = I.chan_new, I.chan_poll, I.chan_offe
 local copy_value, timer_add, time_value, MSG_MT = I.copy_value, I.timer_add, I.time_value, I.MSG_MT
 local entry_cached, entry_function, SB, readonly = I.entry_cached, I.entry_function, I.SB, I.readonly
 local spawn_local, kill, error_text, glob_to_pattern = I.spawn_local, I.kill, I.error_text, I.glob_to_pattern
+local sec_check, K_strict = I.sec_check, I.strict   -- security (scheduler/security.lua)
 local MODULES = S.MODULES
 local now_ns, mono = py.now_ns, py.monotonic
 local wfcall = py.wf
@@ -912,6 +913,10 @@ local plain_call = FUNCS.call
 -- funcs.call outside workflows also reaches Python activities (without journal or key)
 function F.call(id, ...)
   local p = current()
+  if p and K_strict() and type(id) == "string" then
+    local ok, serr = sec_check(p, "funcs.call", id)
+    if not ok then return nil, serr end
+  end
   if p and p.wf and not p.wf_key then return activity(id, ...) end
   if p and type(id) == "string" and not entry_cached(id) and wfcall("is_activity", id) then
     local args = tpack(...)
@@ -960,8 +965,15 @@ local function live_result(p, id, timeout)
   return result_outcome(r)
 end
 
+local function refused(action, id)
+  local p = current()
+  if not (p and K_strict()) then return nil end
+  local ok, err = sec_check(p, action, id)
+  if ok then return nil end
+  return err
+end
 function W.signal(id, topic, payload)
-  local bad = check_id(id, "signal")
+  local bad = check_id(id, "signal") or refused("workflow.signal", id)
   if bad then return nil, bad end
   if type(topic) ~= "string" or topic == "" then return nil, "workflow.signal: topic must be a non-empty string" end
   local c, err = copy_value(payload)
@@ -974,7 +986,7 @@ function W.status(id)
   return wfcall("status", id)
 end
 function W.cancel(id, reason)
-  local bad = check_id(id, "cancel")
+  local bad = check_id(id, "cancel") or refused("workflow.cancel", id)
   if bad then return nil, bad end
   if reason ~= nil then reason = tostring(reason) end
   return wfcall("cancel", id, reason)

@@ -1,12 +1,12 @@
 -- scheduler/env.lua: the sandbox environment of a process: its modules and its base globals.
 --
--- Owns: MODULES (module name -> read-only table: process, channel, time, json, logger, ctx; the
+-- Owns: MODULES (module name -> read-only table: process, channel, time, json, logger, ctx, security; the
 --   modules loaded later add registry, funcs, supervisor, and workflow.lua adds its own; also S.MODULES),
 --   CORE (the modules every process has), the `logger`, `json` and `ctx` modules, the read-only
 --   shared libraries (string, table, math, utf8, coroutine, os), the locked string metatable, and
 --   make_base (the allow-listed base environment of an entry).
 -- Uses from core: K.current, HOST, K.P, K.json_src; from channels: K.CHANNEL; from copy: copy_value;
---   from time: K.TIME; from sandbox: SB, readonly.
+--   from time: K.TIME; from sandbox: SB, readonly; from security: K.SECURITY.
 local S, K = ...
 local py = K.py
 local type, pairs, next, select, tostring, error, pcall = type, pairs, next, select, tostring, error, pcall
@@ -86,6 +86,7 @@ local MODULES = {
   json = readonly(JSON, "json"),
   logger = make_logger(nil),
   ctx = readonly(make_ctx(), "ctx"),
+  security = readonly(K.SECURITY, "security"),   -- granted by `modules: [security]`; cells have it
 }
 local CORE = { "process", "channel", "time", "json", "logger", "ctx" }
 S.MODULES = MODULES   -- later layers (registry, funcs) add theirs here

@@ -98,5 +98,6 @@ S.internals = {
   copy_value = K.copy_value, timer_add = K.timer_add, time_value = K.time_value, MSG_MT = K.MSG_MT,
   entry_cached = K.entry_cached, entry_function = K.entry_function, SB = K.SB, readonly = K.readonly,
   spawn_local = K.spawn_local, kill = K.kill, error_text = K.error_text,
-  glob_to_pattern = K.glob_to_pattern,
+  glob_to_pattern = K.glob_to_pattern, sec_check = K.sec_check,
+  strict = function() return K.strict end,
 }

@@ -7,7 +7,8 @@
 --   S.cancel_all, S.terminate_all.
 -- Uses from core: procs, starts, stats, K.current, K.nprocs, K.delivered_dead, remember_exit, cur,
 --   is_local, not_running, CANCEL_GRACE, K.P; from channels: chan_new, chan_offer, chan_close; from
---   copy: copy_value; from timers: timer_add, mono; from names: resolve. At call time: S.trace_flush.
+--   copy: copy_value; from timers: timer_add, mono; from names: resolve; from security: sec_check
+--   (while K.strict). At call time: S.trace_flush.
 local S, K = ...
 local py = K.py
 local type, pairs, next, tostring, error, pcall, ipairs = type, pairs, next, tostring, error, pcall, ipairs
@@ -16,6 +17,7 @@ local procs, starts, stats, remember_exit = K.procs, K.starts, K.stats, K.rememb
 local cur, is_local, not_running, CANCEL_GRACE, P = K.cur, K.is_local, K.not_running, K.CANCEL_GRACE, K.P
 local chan_new, chan_offer, chan_close = K.chan_new, K.chan_offer, K.chan_close
 local copy_value, timer_add, mono, resolve = K.copy_value, K.timer_add, K.mono, K.resolve
+local sec_check = K.sec_check
 -- array slots of a process record (core.lua), one per line: Lua folds only the last name of a
 -- multiple <const> declaration into a constant
 local N_IN <const> = 1
@@ -190,6 +192,10 @@ end
 
 function P.terminate(dest)
   local p = cur("terminate")
+  if K.strict then
+    local ok, err = sec_check(p, "process.terminate", dest)
+    if not ok then return nil, err end
+  end
   local pid, t, err = target_of(dest, "terminate")
   if not pid then return nil, err end
   if t then kill(t, "terminated", "terminated by " .. p.pid); check_killed(p); return true end
@@ -215,6 +221,10 @@ end
 
 function P.cancel(dest, reason)
   local p = cur("cancel")
+  if K.strict then
+    local ok, err = sec_check(p, "process.cancel", dest)
+    if not ok then return nil, err end
+  end
   local pid, t, err = target_of(dest, "cancel")
   if not pid then return nil, err end
   if reason ~= nil and type(reason) ~= "string" then reason = tostring(reason) end

@@ -6,7 +6,7 @@
 --   unlisten, S.deliver (a message from Python or another host).
 -- Uses from core: procs, stats, runq / K.rq_tail, K.current, K.api_calls, YIELD_EVERY, wake, PARK,
 --   cur, is_local, not_running, K.P; from channels: CH, chan_new, chan_offer, chan_close, fire_recv;
---   from copy: copy, copy_value; from names: resolve. At call time: S.trace_send / S.trace_flush
+--   from copy: copy, copy_value; from names: resolve; from security: sec_check (while K.strict). At call time: S.trace_send / S.trace_flush
 --   (tracing.lua), S.wf_deliver (workflow.lua).
 local S, K = ...
 local py = K.py
@@ -18,6 +18,7 @@ local cur, is_local, not_running, P = K.cur, K.is_local, K.not_running, K.P
 local CH, chan_new, chan_offer, chan_close, fire_recv = K.CH, K.chan_new, K.chan_offer, K.chan_close,
   K.fire_recv
 local copy, copy_value, resolve = K.copy, K.copy_value, K.resolve
+local sec_check = K.sec_check
 -- array slots of a process record (core.lua), one per line: Lua folds only the last name of a
 -- multiple <const> declaration into a constant
 local N_IN <const> = 1
@@ -99,6 +100,10 @@ local TOPIC_OK, topic_ok_n = {}, 0   -- topics already checked (bounded: reset w
 function P.send(dest, topic, payload, extra, ...)
   local p = K.current
   if not p then error("send: not called from a process", 2) end
+  if K.strict then
+    local ok, err = sec_check(p, "process.send", dest)
+    if not ok then return nil, err end
+  end
   if extra ~= nil then payload = { payload, extra, ... } end
   local t = procs[dest]
   if t and TOPIC_OK[topic] then

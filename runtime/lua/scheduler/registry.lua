@@ -4,12 +4,14 @@
 -- Owns: registry.get / find / snapshot (and the snapshot and changes handles) / changes /
 --   current_version / history / apply_version, S.registry_event.
 -- Uses from core: procs, cur; from channels: chan_new, chan_offer, PRIV; from copy: copy_value; from
---   sandbox: readonly; from env: MODULES. py.registry answers.
+--   sandbox: readonly; from env: MODULES; from security: sec_check, ctx_of (while K.strict: get and apply
+--   are refused, find and a snapshot's reads leave out the entries not allowed). py.registry answers.
 local S, K = ...
 local py = K.py
 local type, tostring, error, setmetatable, huge = type, tostring, error, setmetatable, math.huge
 local procs, cur, chan_new, chan_offer, PRIV = K.procs, K.cur, K.chan_new, K.chan_offer, K.PRIV
 local copy_value, readonly, MODULES = K.copy_value, K.readonly, K.MODULES
+local sec_check, ctx_of = K.sec_check, K.ctx_of
 -------------------------------------------------------------------------------------------------
 -- registry: the node's versioned entries (granted by `modules: [registry]`; cells have it)
 -------------------------------------------------------------------------------------------------
@@ -18,8 +20,24 @@ local function ask(op, arg)
   cur("registry." .. op)
   return py.registry(op, arg)
 end
+local function allowed(action, resource)
+  if not K.strict then return true end
+  return sec_check(cur("registry"), action, resource)
+end
+-- a list of entries without those the caller may not see (no refusal recorded: they are invisible)
+local function visible(list, err)
+  if not list or not K.strict then return list, err end
+  local p, out = cur("registry"), {}
+  for i = 1, #list do
+    local e = list[i]
+    if py.security("can", ctx_of(p), "registry.find", e.id, nil) then out[#out + 1] = e end
+  end
+  return out
+end
 function REGISTRY.get(id)
   if type(id) ~= "string" then return nil, "registry.get: entry ID must be a string, got " .. type(id) end
+  local ok, serr = allowed("registry.get", id)
+  if not ok then return nil, serr end
   return ask("get", id)
 end
 function REGISTRY.find(filter)
@@ -28,7 +46,7 @@ function REGISTRY.find(filter)
   end
   local f, err = copy_value(filter or {})
   if err then return nil, "registry.find: " .. err end
-  return ask("find", f)
+  return visible(ask("find", f))
 end
 -- A snapshot is a version: its reads see that version whatever commits later; :changes() starts a
 -- transaction, applied all or nothing by :apply() as a new version.
@@ -49,20 +67,22 @@ function REGISTRY.snapshot()
   return s
 end
 function SNAPM.version(s) return snap_version(s) end
-function SNAPM.entries(s) return ask("entries_at", { snap_version(s) }) end
+function SNAPM.entries(s) return visible(ask("entries_at", { snap_version(s) })) end
 function SNAPM.find(s, f)
   if f ~= nil and type(f) ~= "table" then return nil, "find: the filter is a table" end
   local c, err = copy_value(f or {})
   if err then return nil, "find: " .. err end
-  return ask("entries_at", { snap_version(s), c })
+  return visible(ask("entries_at", { snap_version(s), c }))
 end
 function SNAPM.get(s, id)
+  local ok, serr = allowed("registry.get", tostring(id))
+  if not ok then return nil, serr end
   local list, err = ask("entries_at", { snap_version(s), { [".id"] = id } })
   if not list then return nil, err end
   if not list[1] then return nil, "unknown entry '" .. tostring(id) .. "' at version " .. snap_version(s) end
   return list[1]
 end
-function SNAPM.namespace(s, ns) return ask("entries_at", { snap_version(s), { [".ns"] = ns } }) end
+function SNAPM.namespace(s, ns) return visible(ask("entries_at", { snap_version(s), { [".ns"] = ns } })) end
 function SNAPM.changes(s)
   snap_version(s)
   local c = setmetatable({}, CHG_MT)
@@ -87,6 +107,14 @@ function CHGM.update(c, e) return stage(c, "update", e, "update") end
 function CHGM.delete(c, id) return stage(c, "delete", id, "delete") end
 function CHGM.apply(c)
   local st = staged(c, "apply")
+  if K.strict then
+    for i = 1, #st.ops do   -- every entry the transaction changes
+      local o = st.ops[i]
+      local id = o.op == "delete" and o.id or (type(o.entry) == "table" and o.entry.id)
+      local ok, serr = allowed("registry.apply", tostring(id))
+      if not ok then return nil, serr end
+    end
+  end
   local v, err = ask("apply", st.ops)
   if not v then return nil, err end
   st.applied = true
@@ -117,5 +145,9 @@ end
 
 function REGISTRY.current_version() return ask("current_version", nil) end
 function REGISTRY.history() return ask("history", nil) end
-function REGISTRY.apply_version(v) return ask("apply_version", v) end
+function REGISTRY.apply_version(v)
+  local ok, serr = allowed("registry.apply_version", tostring(v))
+  if not ok then return nil, serr end
+  return ask("apply_version", v)
+end
 MODULES.registry = readonly(REGISTRY, "registry")

@@ -7,7 +7,7 @@
 -- Uses from core: procs, starts, stats, K.current, K.nprocs, K.step_now, enqueue, cur, HOST,
 --   PID_PREFIX, HOOK_CHUNK, K.P; from channels: chan_new, chan_poll, chan_receive, PRIV; from copy:
 --   copy_value; from time: parse_duration; from limits: hook, HOST_BUDGET; from messages: deliver;
---   from entries: entry_cached, proc_main. At call time: S.trace_spawn / S.trace_send / S.trace_flush,
+--   from entries: entry_cached, proc_main; from security: ctx_of, sec_check, sec_narrowed. At call time: S.trace_spawn / S.trace_send / S.trace_flush,
 --   S.wf_spawn (workflow.lua).
 local S, K = ...
 local py = K.py
@@ -20,6 +20,7 @@ local HOST, PID_PREFIX, HOOK_CHUNK, PARK_UPGRADE = K.HOST, K.PID_PREFIX, K.HOOK_
 local chan_new, chan_poll, chan_receive, PRIV = K.chan_new, K.chan_poll, K.chan_receive, K.PRIV
 local copy_value, parse_duration, hook, HOST_BUDGET = K.copy_value, K.parse_duration, K.hook, K.HOST_BUDGET
 local deliver, entry_cached, proc_main = K.deliver, K.entry_cached, K.proc_main
+local ctx_of, sec_check, sec_narrowed = K.ctx_of, K.sec_check, K.sec_narrowed
 
 local seq = 0                            -- local PID counter
 local FMT_PID = PID_PREFIX .. "0x%05x}"
@@ -33,6 +34,11 @@ local function spawn_local(pid, id, opts, ...)
     return nil, "spawn: entry '" .. id .. "' is a " .. tostring(e.kind) ..
       " entry; only process.lua entries can be spawned"
   end
+  local parent = K.current
+  if parent and K.strict and e.kind == "workflow.lua" then
+    local ok, serr = sec_check(parent, "workflow.start", id)
+    if not ok then return nil, serr end
+  end
   if e.kind == "workflow.lua" and not (opts and opts.wf) then   -- a durable workflow (workflow.lua)
     return S.wf_spawn(pid, e, opts, ...)
   end
@@ -41,6 +47,10 @@ local function spawn_local(pid, id, opts, ...)
   env._G = env
   local co = co_create(proc_main)
   local budget = HOST_BUDGET
+  -- the identity: the spawner's narrowed one, else the spawner's own (inherited), else none (a tree
+  -- process: its entry's context, see security.lua)
+  local sec = opts and opts.sec
+  if not sec and parent then sec = ctx_of(parent) end
   if opts and opts.instruction_budget ~= nil then
     budget = tonumber(opts.instruction_budget)
     if budget and budget <= 0 then budget = nil end
@@ -49,9 +59,9 @@ local function spawn_local(pid, id, opts, ...)
   -- never need added when first used
   local p
   if budget then
-    p = { 0, 0, 0, K.step_now, budget, 0, pid = pid, co = co, env = env, entry = id, queued = false }
+    p = { 0, 0, 0, K.step_now, budget, 0, pid = pid, co = co, env = env, entry = id, queued = false, sec = sec }
   else
-    p = { 0, 0, 0, K.step_now, pid = pid, co = co, env = env, entry = id, queued = false }
+    p = { 0, 0, 0, K.step_now, pid = pid, co = co, env = env, entry = id, queued = false, sec = sec }
   end
   -- what the first resume passes: the compiled entry alone (the common case, no allocation), or
   -- the entry and the arguments
@@ -107,6 +117,11 @@ local function spawn_with(opts, id, host, ...)
   if host ~= nil and type(host) ~= "string" then
     return nil, "spawn: host must be a string, got " .. type(host)
   end
+  if p and K.strict then
+    local ok, err = sec_check(p, "process.spawn", id)
+    if ok then ok, err = sec_check(p, "process.spawn", host or HOST) end
+    if not ok then return nil, err end
+  end
   -- arguments are a payload: copied, on this host as on any other
   local args = tpack(...)
   for i = 1, args.n do
@@ -120,6 +135,12 @@ local function spawn_with(opts, id, host, ...)
   end
   if host == nil or host == HOST then
     return spawn_local(nil, id, opts, tunpack(args, 1, args.n))
+  end
+  if p and not (opts and opts.sec) then   -- the child on the other host inherits the spawner's identity
+    local o = {}
+    if opts then for k, v in pairs(opts) do o[k] = v end end
+    o.sec = ctx_of(p)
+    opts = o
   end
   if p and S.trace_spawn then
     -- Python publishes this spawn before it reaches the other host: what this process did before it
@@ -245,6 +266,18 @@ function SPM.with_context(s, t)
   o.context = c
   return spawner(o)
 end
+-- with_actor / with_scope: the child runs as another actor, or in a narrower scope (a widening is
+-- refused here, naming the policies the spawner does not hold)
+local function with_identity(s, actor, scope, what)
+  local p = cur(what)
+  local o = clone(opts_of(s))
+  local ctx, err = sec_narrowed(o.sec or ctx_of(p), actor, scope)
+  if not ctx then error(what .. ": " .. err, 3) end
+  o.sec = ctx
+  return spawner(o)
+end
+function SPM.with_actor(s, a) return with_identity(s, a, nil, "with_actor") end
+function SPM.with_scope(s, sc) return with_identity(s, nil, sc, "with_scope") end
 function SPM.with_name(s, name)
   if type(name) ~= "string" or name == "" then error("with_name: name must be a non-empty string", 2) end
   local o = clone(opts_of(s)); o.name = name
