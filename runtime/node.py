@@ -489,8 +489,8 @@ class Node:
             check_plain(a)
         opts = {k: v for k, v in (options or {}).items() if k != "sec"}
         if not as_tree:   # a tree process (wippy run's entry) runs in its host's default scope
-            self._require("process.spawn", entry_id)
-            self._require("process.spawn", h.name)
+            if not self.security.open:
+                self.security.require_spawn(self.security.caller, entry_id, h.name)
             opts["sec"] = self.security.caller
         if name is not None:
             opts["name"] = name

@@ -306,6 +306,19 @@ class NodeSecurity:
             scope = Scope(known)
         return policies.check(actor, scope, action, str(resource), meta)
 
+    def decide_spawn(self, ctx: int, entry_id: str, host: str) -> Decision:
+        """``process.spawn`` of ``entry_id`` on ``host``: refused if a deny matches either, else allowed
+        if an allow matches either (a policy may name the entries, or the host: "anything on the sandbox
+        host"), else refused naming the entry."""
+        on_entry = self.decide(ctx, "process.spawn", entry_id)
+        on_host = self.decide(ctx, "process.spawn", host)
+        for d in (on_entry, on_host):
+            if not d.allowed and d.policy is not None:
+                return d
+        if on_entry.allowed:
+            return on_entry
+        return on_host if on_host.allowed else on_entry
+
     def check(self, ctx: int, action: str, resource: str, pid: str | None = None,
               meta: Mapping[str, Any] | None = None) -> Decision:
         """:meth:`decide`, and a refusal recorded (:meth:`denied`)."""
@@ -318,6 +331,13 @@ class NodeSecurity:
         """:meth:`check`; a refusal raises :class:`SecurityError` with API.md's message."""
         d = self.check(ctx, action, resource, pid)
         if not d.allowed:
+            raise SecurityError(d.message)
+
+    def require_spawn(self, ctx: int, entry_id: str, host: str, pid: str | None = None) -> None:
+        """:meth:`decide_spawn`; a refusal is recorded and raises :class:`SecurityError`."""
+        d = self.decide_spawn(ctx, entry_id, host)
+        if not d.allowed:
+            self.denied(d, pid)
             raise SecurityError(d.message)
 
     def denied(self, d: Decision, pid: str | None) -> None:
@@ -357,6 +377,16 @@ class NodeSecurity:
         if op == "check":
             d = self.check(int(a[0]), str(a[1]), str(a[2]), str(a[3]) if a[3] is not None else None)
             return (True,) if d.allowed else (False, d.message)
+        if op == "check_spawn":
+            d = self.decide_spawn(int(a[0]), str(a[1]), str(a[2]))
+            if not d.allowed:
+                self.denied(d, str(a[3]) if a[3] is not None else None)
+            return (True,) if d.allowed else (False, d.message)
+        if op == "denied_spawn":
+            d = self.decide_spawn(int(a[0]), str(a[1]), str(a[2]))
+            if not d.allowed:
+                self.denied(d, str(a[3]) if a[3] is not None else None)
+            return (True,)
         if op == "denied":
             d = self.decide(int(a[0]), str(a[1]), str(a[2]))
             if not d.allowed:

@@ -3,7 +3,8 @@
 --
 -- Owns: K.strict (true once the node has a policy: only then is anything checked), ctx_of (the
 --   context key of a process: its own, the notebook's for a shell process, else its entry's tree
---   context on this host), sec_check (a cached decision per context, action and resource), the
+--   context on this host), sec_check (a cached decision per context, action and resource),
+--   spawn_check (process.spawn over the entry and the host), the
 --   actor, scope and policy handles (ACTOR_MT, SCOPE_MT, POLICY_MT; their keys live in PRIV, so a
 --   table shaped like one is not one), actor_key / scope_key (a handle's key, or an error), K.SECURITY
 --   (the `security` module's functions; env.lua makes it a module), S.security_set.
@@ -52,6 +53,27 @@ local function sec_check(p, action, resource)
     return nil, msg
   end
   py.security("denied", ctx, action, resource, p.pid)
+  return nil, r
+end
+
+-- process.spawn of `id` on `host`: one decision over both resources (node_security.decide_spawn),
+-- cached under "id on host".
+local function spawn_check(p, id, host)
+  local ctx = ctx_of(p)
+  local c = CACHE[ctx]
+  if not c then c = {}; CACHE[ctx] = c end
+  local a = c["process.spawn"]
+  if not a then a = {}; c["process.spawn"] = a end
+  local key = id .. " on " .. host
+  local r = a[key]
+  if r == true then return true end
+  if r == nil then
+    local ok, msg = py.security("check_spawn", ctx, id, host, p.pid)
+    if ok then a[key] = true; return true end
+    a[key] = msg
+    return nil, msg
+  end
+  py.security("denied_spawn", ctx, id, host, p.pid)
   return nil, r
 end
 
@@ -206,5 +228,6 @@ local function narrowed(base, actor, scope)
 end
 
 K.SECURITY, K.ctx_of, K.sec_check, K.sec_narrowed = SEC, ctx_of, sec_check, narrowed
+K.sec_spawn_check = spawn_check
 K.actor_key = function(h, what) return key_of(h, "actor", what) end
 K.scope_key = function(h, what) return key_of(h, "scope", what) end

@@ -7,7 +7,8 @@
 -- Uses from core: procs, starts, stats, K.current, K.nprocs, K.step_now, enqueue, cur, HOST,
 --   PID_PREFIX, HOOK_CHUNK, K.P; from channels: chan_new, chan_poll, chan_receive, PRIV; from copy:
 --   copy_value; from time: parse_duration; from limits: hook, HOST_BUDGET; from messages: deliver;
---   from entries: entry_cached, proc_main; from security: ctx_of, sec_check, sec_narrowed. At call time: S.trace_spawn / S.trace_send / S.trace_flush,
+--   from entries: entry_cached, proc_main; from security: ctx_of, sec_check, sec_narrowed, spawn_check.
+--   At call time: S.trace_spawn / S.trace_send / S.trace_flush,
 --   S.wf_spawn (workflow.lua).
 local S, K = ...
 local py = K.py
@@ -20,7 +21,7 @@ local HOST, PID_PREFIX, HOOK_CHUNK, PARK_UPGRADE = K.HOST, K.PID_PREFIX, K.HOOK_
 local chan_new, chan_poll, chan_receive, PRIV = K.chan_new, K.chan_poll, K.chan_receive, K.PRIV
 local copy_value, parse_duration, hook, HOST_BUDGET = K.copy_value, K.parse_duration, K.hook, K.HOST_BUDGET
 local deliver, entry_cached, proc_main = K.deliver, K.entry_cached, K.proc_main
-local ctx_of, sec_check, sec_narrowed = K.ctx_of, K.sec_check, K.sec_narrowed
+local ctx_of, sec_check, sec_narrowed, spawn_check = K.ctx_of, K.sec_check, K.sec_narrowed, K.sec_spawn_check
 
 local seq = 0                            -- local PID counter
 local FMT_PID = PID_PREFIX .. "0x%05x}"
@@ -118,8 +119,7 @@ local function spawn_with(opts, id, host, ...)
     return nil, "spawn: host must be a string, got " .. type(host)
   end
   if p and K.strict then
-    local ok, err = sec_check(p, "process.spawn", id)
-    if ok then ok, err = sec_check(p, "process.spawn", host or HOST) end
+    local ok, err = spawn_check(p, id, host or HOST)
     if not ok then return nil, err end
   end
   -- arguments are a payload: copied, on this host as on any other
