@@ -116,6 +116,7 @@ class NodeSecurity:
         self._contexts: list[tuple[int, int]] = []
         self._context_keys: dict[tuple[int, int], int] = {}
         self._said_open = False
+        self._defaults: dict[str, tuple[str, ...]] = {}
         self._denials: collections.deque[Denial] = collections.deque(maxlen=DENIALS_KEPT)
         self._listeners: list[Callable[[], None]] = []
         self.caller: int = self.context(Actor(NOTEBOOK_ACTOR), FULL)
@@ -146,7 +147,10 @@ class NodeSecurity:
         entries = list(self._entries())
         new = PolicySet.from_entries(entries)
         old = self._policies
-        changed = dict(new.policies) != dict(old.policies)
+        defaults = {e.id: host_default_groups(e) for e in entries if e.kind == "process.host"}
+        # a host's default_scope changes what its tree processes may do: cached decisions go too
+        changed = dict(new.policies) != dict(old.policies) or defaults != self._defaults
+        self._defaults = defaults
         if changed:
             self._policies = new
             with self._lock:
@@ -155,7 +159,7 @@ class NodeSecurity:
             self._said_open = True
             self._note("security: the node runs open (no security.policy entries: every call is allowed);"
                        " defining a policy makes it strict")
-        elif changed and not new.open:
+        elif changed and not new.open and dict(new.policies) != dict(old.policies):
             self._note(f"security: strict, {len(new.policies)} policies")
         if changed:
             for fn in list(self._listeners):
