@@ -19,6 +19,7 @@ from .errors import (
     ProcessError,
     ProcessExited,
     RegistryStoreError,
+    SecurityError,
     StoreError,
     StoreOpenError,
     Timeout,
@@ -32,6 +33,7 @@ from .events import EventBus, RuntimeEvent, Subscription
 from .host import Host, HostContext, HostOptions
 from .mailbox import Event, Mailbox, Message
 from .node import DEFAULT_HOST, HostStatistics, Node, NodeStatistics, ProcessStatistics, parse_pid
+from .node_security import Denial
 from .registry import Change, Registry, Version
 from .shell import CellResult, Shell
 from .tree import load_tree
@@ -44,6 +46,7 @@ __all__ = [
     "Change",
     "Clock",
     "CorruptJournal",
+    "Denial",
     "Entry",
     "EntryError",
     "Event",
@@ -70,6 +73,7 @@ __all__ = [
     "RegistryStoreError",
     "RetryPolicy",
     "RuntimeEvent",
+    "SecurityError",
     "Shell",
     "StoreError",
     "StoreOpenError",

@@ -332,6 +332,13 @@ class Node:
                 self.add_host(e.id, HostOptions.from_mapping(e.data.get("host")))
         return version
 
+    def apply_version(self, v: int, message: str | None = None) -> int:
+        """Make the entries those of version ``v`` again, as a new version (``%registry rollback V``);
+        returns the version. Checked as ``registry.apply_version`` on ``str(v)`` (SecurityError), an
+        unknown version is an EntryError. Calling thread."""
+        self._require("registry.apply_version", str(v))
+        return self.entries.apply_version(v, message if message is not None else f"rollback to version {v}")
+
     def define(self, entry_id: str, kind: str, source: str | None = None, **data: Any) -> Entry:
         """Define one entry from Python, e.g. ``node.define("app:echo", "process.lua", source=...)``."""
         fields = dict(data)
@@ -484,13 +491,16 @@ class Node:
         ``as_tree`` as a process of the tree (its entry's ID as actor, its host's default scope).
         """
         h = self.host(host)
-        self._check_spawnable(entry_id)
+        entry = self._check_spawnable(entry_id)
         for a in args:
             check_plain(a)
         opts = {k: v for k, v in (options or {}).items() if k != "sec"}
         if not as_tree:   # a tree process (wippy run's entry) runs in its host's default scope
-            if not self.security.open:
-                self.security.require_spawn(self.security.caller, entry_id, h.name)
+            if not self.security.open:   # a workflow.lua entry: starting a workflow
+                if entry.kind == "workflow.lua":
+                    self.security.require(self.security.caller, "workflow.start", entry_id)
+                else:
+                    self.security.require_spawn(self.security.caller, entry_id, h.name)
             opts["sec"] = self.security.caller
         if name is not None:
             opts["name"] = name

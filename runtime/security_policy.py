@@ -290,7 +290,8 @@ def parse_policy(entry_id: str, data: Mapping[str, Any]) -> Policy:
 
     Raises :class:`~wippy.runtime.errors.EntryError` naming the field path on the first problem: an
     unknown field, a missing or empty ``actions``/``resources``, an ``effect`` other than allow/deny,
-    an action glob that matches no known action, a condition with a bad field, operator or value.
+    an action glob that matches no known action, a resource glob that can match nothing (spaces), a
+    condition with a bad field, operator or value.
     """
     owner = f"entry '{entry_id}'"
     if not isinstance(data, Mapping):
@@ -308,6 +309,10 @@ def parse_policy(entry_id: str, data: Mapping[str, Any]) -> Policy:
         if not any(rx.match(a) for a in ACTIONS):
             raise body.fail(f"actions[{i}]", f"'{glob}' matches no known action (actions: {', '.join(ACTIONS)})")
     resources = body.strings("resources", required=True)
+    for i, glob in enumerate(resources):
+        if any(c.isspace() for c in glob):
+            raise body.fail(f"resources[{i}]", f"{glob!r} can match nothing: entry IDs, hosts, PIDs and names "
+                                               "have no spaces; write e.g. app.config:* or {app:processes|*}")
     effect = body.data.get("effect")
     if effect not in EFFECTS:
         raise body.fail("effect", f"must be allow or deny (got {effect!r})")
