@@ -18,7 +18,7 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
-from wippy.runtime import EntryError, LuaError, Timeout
+from wippy.runtime import EntryError, LuaError, SecurityError, Timeout
 from wippy.runtime.entries import validate_id
 from wippy.runtime.tree import compile_check
 
@@ -132,8 +132,8 @@ class LuaMagics(Magics):
             data["method"] = method
         try:
             n.define(entry_id, kind, source=source, **data)
-        except EntryError as exc:
-            raise UsageError(f"%%lua --entry: {exc}") from None
+        except (EntryError, SecurityError) as exc:
+            raise UsageError(f"%%lua --entry: {exc} (nothing changed)") from None
         verb = "defined" if previous is None else "replaced"
         print(f"{verb} {entry_id} ({kind})")
 

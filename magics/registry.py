@@ -28,7 +28,6 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from wippy.runtime import EntryError, Registry, WippyError
 from wippy.runtime.entries import Entry, validate_id
-from wippy.runtime.host import HostOptions
 from wippy.runtime.tree import export_tree, load_text, load_tree
 from wippy.runtime.watch import TreeWatcher
 
@@ -151,19 +150,14 @@ def _entry(sub: str, entry_id: str, registry: Registry) -> Entry:
 def _commit(name: str, entries: list[Entry], message: str) -> tuple[int, int, int, int]:
     """Create or update ``entries`` as one transaction; returns (version, created, updated, unchanged).
 
-    Hosts of new ``process.host`` entries are added, as :meth:`Node.apply` does.
+    Made through :meth:`Node.apply`, so it is checked as the notebook (``registry.apply`` on each entry)
+    and hosts of new ``process.host`` entries are added.
     """
     n = node()
     reg = n.registry
     try:
-        for e in entries:
-            if e.kind == "process.host":
-                HostOptions.from_mapping(e.data.get("host"))
         before = {e.id: reg.get(e.id) for e in entries}
-        version = reg.apply(entries, message=message)
-        for e in entries:
-            if e.kind == "process.host" and e.id not in n.hosts:
-                n.add_host(e.id, HostOptions.from_mapping(e.data.get("host")))
+        version = n.apply(entries, message=message)
     except (WippyError, ValueError, TypeError) as exc:
         raise UsageError(f"{name}: {exc} (nothing changed)") from None
     created = sum(1 for e in entries if before[e.id] is None)
@@ -273,7 +267,7 @@ class RegistryMagics(Magics):
         updated = Entry(entry.id, entry.kind, dict(entry.meta), {**entry.data, **values})
         shown = ", ".join(f"{k} = {v!r}" for k, v in values.items())
         try:
-            version = reg.changes().update(updated).apply(f"set {entry.id} {', '.join(values)}")
+            version = node().apply([updated], message=f"set {entry.id} {', '.join(values)}")
         except WippyError as exc:
             raise _fail("set", f"{exc} (nothing changed)") from None
         print(f"{entry.id}: {shown} (version {version})")
@@ -323,7 +317,7 @@ class RegistryMagics(Magics):
         v = _version("rollback", args[0], reg)
         before = reg.version
         try:
-            version = reg.apply_version(v, f"rollback to version {v}")
+            version = node().apply_version(v, f"rollback to version {v}")
         except WippyError as exc:
             raise _fail("rollback", f"{exc} (nothing changed)") from None
         if version == before:
@@ -337,7 +331,7 @@ class RegistryMagics(Magics):
         reg = node().registry
         count = len(reg.ids())
         try:
-            reg.reset()
+            node().reset_registry()
         except WippyError as exc:
             raise _fail("reset", str(exc)) from None
         print(f"registry emptied ({count} entries removed; version 0)")

@@ -316,8 +316,9 @@ class Node:
             raise TreeError(str(exc), str(path)) from None
         return loaded
 
-    def apply(self, entries: Iterable[Entry], delete: Iterable[str] = ()) -> int:
-        """Add or replace entries (validated first; all or nothing); returns the table's version."""
+    def apply(self, entries: Iterable[Entry], delete: Iterable[str] = (), message: str | None = None) -> int:
+        """Add or replace entries and delete IDs (validated first; all or nothing) as one version with
+        ``message``; returns the version. Checked as ``registry.apply`` on each ID (SecurityError)."""
         entries = list(entries)
         delete = list(delete)
         if not self.security.open:   # registry.apply on every entry the transaction changes
@@ -326,7 +327,7 @@ class Node:
         for e in entries:
             if e.kind == "process.host":
                 HostOptions.from_mapping(e.data.get("host"))
-        version = self.entries.apply(entries, delete)
+        version = self.entries.apply(entries, delete, message=message)
         for e in entries:
             if e.kind == "process.host" and e.id not in self.hosts:
                 self.add_host(e.id, HostOptions.from_mapping(e.data.get("host")))
@@ -338,6 +339,14 @@ class Node:
         unknown version is an EntryError. Calling thread."""
         self._require("registry.apply_version", str(v))
         return self.entries.apply_version(v, message if message is not None else f"rollback to version {v}")
+
+    def reset_registry(self) -> None:
+        """Empty the registry and its history (``%registry reset``); checked as ``registry.apply`` on
+        every entry (SecurityError, nothing removed). Calling thread."""
+        if not self.security.open:
+            for entry_id in self.entries.ids():
+                self._require("registry.apply", entry_id)
+        self.entries.reset()
 
     def define(self, entry_id: str, kind: str, source: str | None = None, **data: Any) -> Entry:
         """Define one entry from Python, e.g. ``node.define("app:echo", "process.lua", source=...)``."""

@@ -163,6 +163,29 @@ def test_ps_and_bad_input(kernel: Kernel) -> None:
         "(for example 'app.workers:handler')\n"]
 
 
+def test_whoami_and_policy_through_the_kernel(kernel: Kernel) -> None:
+    """%whoami and %policy over ZeroMQ: a policy makes the node strict, a narrowed notebook is refused
+    with API.md's text in its %%lua cells, the log shows the refusal, --reset gives every right back."""
+    _, kc = kernel
+    reply, _ = execute(kc, "%%registry\nnamespace: k.sec\nentries:\n  - name: read\n    kind: security.policy\n"
+                           "    groups: [readers]\n    policy: {actions: [registry.get], resources: ['k.cfg:*'], "
+                           "effect: allow}\n  - name: other\n    kind: registry.entry\n")
+    assert reply["status"] == "ok"
+    _, outputs = execute(kc, "%whoami --as kim --scope readers")
+    assert result(outputs)["text/plain"] == "actor  kim\nscope  k.sec:read\nmode   strict"
+    _, outputs = execute(kc, "%%lua\nlocal e, err = registry.get('k.sec:other')\nreturn err")
+    assert result(outputs)["text/plain"] == \
+        '"permission denied: registry.get on k.sec:other for actor kim (no policy allows it)"'
+    _, outputs = execute(kc, "%policy log")
+    assert "kim" in result(outputs)["text/plain"] and "k.sec:other" in result(outputs)["text/plain"]
+    _, outputs = execute(kc, "%policy check registry.get k.cfg:x")
+    assert result(outputs)["text/plain"].startswith("permission granted")
+    _, outputs = execute(kc, "%whoami --reset")
+    assert result(outputs)["text/plain"].startswith("actor  notebook\nscope  * (every right)")
+    reply, _ = execute(kc, "%registry reset")
+    assert reply["status"] == "ok"
+
+
 def test_interrupt_a_waiting_cell(kernel: Kernel) -> None:
     km, kc = kernel
     execute(kc, "%%lua\nkept = 7")
