@@ -126,8 +126,9 @@ class LuaMagics(Magics):
             raise refused
         n = node()
         previous = n.entries.get(entry_id)
-        # API.md: entries defined from cells get every module (registry, funcs), as the shell does
-        data: dict[str, Any] = {"modules": ["registry", "funcs"]}
+        # entries defined from cells get the modules the shell has (registry, funcs, security): what
+        # runs in a cell runs the same as an entry; what it may do is its scope's business
+        data: dict[str, Any] = {"modules": ["registry", "funcs", "security"]}
         if method:
             data["method"] = method
         try:
