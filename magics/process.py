@@ -23,7 +23,7 @@ from .usage import parse, parse_json, split_json
 
 __all__ = ["ProcessMagics", "ProcessTable"]
 
-COLUMNS = ("PID", "NAME", "ENTRY", "HOST", "STATUS", "MAILBOX", "IN", "OUT", "MEMORY", "UPTIME")
+COLUMNS = ("PID", "NAME", "ENTRY", "ACTOR", "HOST", "STATUS", "MAILBOX", "IN", "OUT", "MEMORY", "UPTIME")
 EXIT_WAIT = 5.0  # seconds %kill waits to report the exit
 
 
@@ -33,7 +33,7 @@ class ProcessTable:
     def __init__(self, processes: Sequence[ProcessStatistics]) -> None:
         self.processes = list(processes)
         self.rows = [
-            (p.pid, ", ".join(p.names) or "-", p.entry, p.host, p.status, str(p.mailbox),
+            (p.pid, ", ".join(p.names) or "-", p.entry, p.actor or "-", p.host, p.status, str(p.mailbox),
              str(p.messages_in), str(p.messages_out), size(p.memory), duration(p.uptime))
             for p in self.processes
         ]
@@ -45,7 +45,7 @@ class ProcessTable:
         if not self.rows:
             return "no processes are running"
         widths = [max(len(c), *(len(r[i]) for r in self.rows)) for i, c in enumerate(COLUMNS)]
-        right = {5, 6, 7, 8, 9}  # numbers read best right-aligned
+        right = {6, 7, 8, 9, 10}  # numbers read best right-aligned
 
         def fmt(row: Sequence[str]) -> str:
             cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]

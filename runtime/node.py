@@ -23,7 +23,7 @@ from typing import Any
 
 from .clock import Clock
 from .entries import LUA_KINDS, Entry
-from .errors import EntryError, HostError, LuaError, ProcessError, ProcessExited, Timeout, TreeError
+from .errors import EntryError, HostError, LuaError, ProcessError, ProcessExited, SecurityError, Timeout, TreeError
 from .events import EventBus, payload_size, preview
 from .host import DEFAULT_HOST, Host, HostContext, HostOptions
 from .luaconv import lua_pair as _pair
@@ -72,6 +72,7 @@ class ProcessStatistics:
     uptime: float          #: seconds since spawn
     names: tuple[str, ...] = ()
     links: tuple[str, ...] = ()  #: PIDs it is linked to (process.link, spawn_linked), sorted
+    actor: str = ""        #: the actor it acts as (security: its own, its entry's ID, or ``notebook``)
 
 
 @dataclass(frozen=True)
@@ -752,6 +753,7 @@ class Node:
                 return st, ps
 
             st, ps = h.call(snap)
+            actors: dict[int, str] = {}
             hosts[name] = HostStatistics(
                 name=name, processes=st["processes"], runnable=st["runnable"], timers=st["timers"],
                 spawned=st["spawned"], exited=st["exited"], delivered=st["delivered"],
@@ -769,10 +771,24 @@ class Node:
                         uptime=max(0.0, float(p["uptime"])),
                         names=names.get(p["pid"], ()),
                         links=tuple(str(x) for x in (p.get("links") or ())),
+                        actor=self._actor_name(p.get("sec"), actors),
                     )
                 )
         procs.sort(key=lambda p: (p.host, p.pid))
         return NodeStatistics(hosts, procs)
+
+    def _actor_name(self, ctx: Any, seen: dict[int, str]) -> str:
+        """The actor ID of a security context key (cached in ``seen``); "" for none or an unknown key."""
+        if not isinstance(ctx, int):
+            return ""
+        name = seen.get(ctx)
+        if name is None:
+            try:
+                name = self.security.actor_of(ctx).id
+            except SecurityError:
+                name = ""
+            seen[ctx] = name
+        return name
 
     def logs(self, pid: str | None = None) -> list[str]:
         """Lines a process printed or logged (all processes, prefixed with the PID, when pid is None)."""

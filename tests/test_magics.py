@@ -199,7 +199,7 @@ def test_ps_lists_processes_as_text_and_html(ip: InteractiveShell, node: Node, p
     assert isinstance(table, ProcessTable)
     text = repr(table)
     header = text.splitlines()[0].split()
-    assert header == ["PID", "NAME", "ENTRY", "HOST", "STATUS", "MAILBOX", "IN", "OUT", "MEMORY", "UPTIME"]
+    assert header == ["PID", "NAME", "ENTRY", "ACTOR", "HOST", "STATUS", "MAILBOX", "IN", "OUT", "MEMORY", "UPTIME"]
     row = next(line for line in text.splitlines() if line.startswith(pid))
     assert "reporter-ps" in row and "test.magics:reporter" in row and "app:processes" in row
     assert re.search(r"\d+(\.\d)? (B|KB)", row)

@@ -760,3 +760,26 @@ def test_a_handle_sent_in_a_message_is_not_a_handle(strict: Node) -> None:
       return {ok == true, tostring(err), got}""")
     assert out[0] is True, out
     assert out[2][0] is False and "a table shaped like a scope is not a scope" in out[2][1]
+
+
+# ---------------------------------------------------------------------------------------------- the process table
+def test_the_process_table_shows_each_processs_actor(strict: Node) -> None:
+    """node.statistics() (%ps, the live table): a narrowed child's actor, a tree process's entry ID,
+    the notebook for the shell and for what cells and Python spawn."""
+    waiter = lua(strict, "process.inbox():receive()", modules=[])
+    spawner = lua(strict, f"""
+      local pid = process.with_context({{}}):with_actor(security.new_actor("worker-7", {{}})):spawn("{waiter}",
+        "app:processes")
+      return pid""")
+    child = strict.exec(spawner)
+    mine = strict.spawn(waiter)
+    tree = strict.spawn(waiter, as_tree=True)
+    shell = strict.shell().pid
+    actors = {p.pid: p.actor for p in strict.statistics().processes}
+    assert actors[child] == "worker-7" and actors[mine] == "notebook" and actors[tree] == waiter
+    assert actors[shell] == "notebook"
+    strict.whoami(actor="ann")
+    try:
+        assert {p.pid: p.actor for p in strict.statistics().processes}[shell] == "ann"
+    finally:
+        strict.whoami(reset=True)

@@ -213,8 +213,8 @@ def test_process_table_sorts_and_filters(node: Node, views: list[Any]) -> None:
     view.descending.value = True
     wait_until(lambda: order() == ["beta", "gamma", "alpha"], what="the table sorted by MSGQ")
     row = next(r for r in view.rows if r[1] == "beta")
-    assert row[5] == "5" and row[6] == "5"  # MSGQ, IN
-    assert row[9] != "-"  # REDUCTIONS: the scheduler's resume count
+    assert row[3] == "notebook" and row[6] == "5" and row[7] == "5"  # ACTOR, MSGQ, IN
+    assert row[10] != "-"  # REDUCTIONS: the scheduler's resume count
     view.filter.value = "gam"
     wait_until(lambda: [r[1] for r in view.rows] == ["gamma"], what="the filtered table")
     assert "gamma" in view.table.value and "alpha" not in view.table.value
@@ -222,8 +222,8 @@ def test_process_table_sorts_and_filters(node: Node, views: list[Any]) -> None:
     wait_until(lambda: [r[0] for r in view.rows] == [pids["alpha"]], what="the table filtered by PID")
     view.filter.value = "demo:sleeper"  # and by entry
     wait_until(lambda: len(view.rows) == 3, what="the table filtered by entry")
-    assert view.text().splitlines()[0].split() == ["PID", "NAME", "ENTRY", "HOST", "STATUS", "MSGQ", "IN", "OUT",
-                                                   "MEMORY", "REDUCTIONS", "UPTIME"]
+    assert view.text().splitlines()[0].split() == ["PID", "NAME", "ENTRY", "ACTOR", "HOST", "STATUS", "MSGQ", "IN",
+                                                   "OUT", "MEMORY", "REDUCTIONS", "UPTIME"]
 
 
 def test_process_table_shows_spawns_and_exits(node: Node, views: list[Any]) -> None:

@@ -5,11 +5,11 @@ other views of the node, at most once per step), and ``node.events`` exit events
 step sample at once (an exit shows within 0.1 s) and keep the last exits as grey rows. Spawns are not
 subscribed to: the bus records spawns and sends inside Lua while anyone wants either, which would cost
 every message of a busy node; a new process shows at the next sample.
-Sortable (a Dropdown and a descending toggle), filterable (a Text matching PID, name or entry); picking a
+Sortable (a Dropdown and a descending toggle), filterable (a Text matching PID, name, entry or actor); picking a
 PID in the "mailbox" Dropdown opens that process's :class:`~.mailbox.MailboxView` below the table.
 
-Columns: PID, NAME, ENTRY, HOST, STATUS, MSGQ (messages waiting in the inbox), IN, OUT, MEMORY,
-REDUCTIONS (times the scheduler resumed the process), UPTIME.
+Columns: PID, NAME, ENTRY, ACTOR (who it acts as, for security), HOST, STATUS, MSGQ (messages waiting
+in the inbox), IN, OUT, MEMORY, REDUCTIONS (times the scheduler resumed the process), UPTIME.
 """
 
 from __future__ import annotations
@@ -28,12 +28,14 @@ from .pump import INTERVAL, Subscription, View, events_of, statistics, table_htm
 
 __all__ = ["COLUMNS", "ProcessTableView"]
 
-COLUMNS = ("PID", "NAME", "ENTRY", "HOST", "STATUS", "MSGQ", "IN", "OUT", "MEMORY", "REDUCTIONS", "UPTIME")
-RIGHT = (5, 6, 7, 8, 9, 10)  # numbers read best right-aligned
+COLUMNS = ("PID", "NAME", "ENTRY", "ACTOR", "HOST", "STATUS", "MSGQ", "IN", "OUT", "MEMORY", "REDUCTIONS",
+           "UPTIME")
+RIGHT = (6, 7, 8, 9, 10, 11)  # numbers read best right-aligned
 SORT_KEYS: dict[str, Callable[[ProcessStatistics], Any]] = {
     "PID": lambda p: (p.host, p.pid),
     "NAME": lambda p: (", ".join(p.names), p.pid),
     "ENTRY": lambda p: (p.entry, p.pid),
+    "ACTOR": lambda p: (p.actor, p.pid),
     "HOST": lambda p: (p.host, p.pid),
     "STATUS": lambda p: (p.status, p.pid),
     "MSGQ": lambda p: p.mailbox,
@@ -47,8 +49,8 @@ NONE = "(none)"
 
 
 def row(p: ProcessStatistics) -> tuple[str, ...]:
-    return (p.pid, ", ".join(p.names) or "-", p.entry, p.host, p.status, str(p.mailbox), str(p.messages_in),
-            str(p.messages_out), size(p.memory), str(p.resumes), duration(p.uptime))
+    return (p.pid, ", ".join(p.names) or "-", p.entry, p.actor or "-", p.host, p.status, str(p.mailbox),
+            str(p.messages_in), str(p.messages_out), size(p.memory), str(p.resumes), duration(p.uptime))
 
 
 class ProcessTableView(View):
@@ -88,7 +90,7 @@ class ProcessTableView(View):
                                      layout=widgets.Layout(width="200px"))
         self.descending = widgets.Checkbox(value=descending, description="descending", indent=False,
                                            layout=widgets.Layout(width="110px"))
-        self.filter = widgets.Text(value=text, placeholder="filter: PID, name or entry",
+        self.filter = widgets.Text(value=text, placeholder="filter: PID, name, entry or actor",
                                    layout=widgets.Layout(width="240px"))
         self.pick = widgets.Dropdown(options=((NONE, NONE),), value=NONE, description="mailbox",
                                      layout=widgets.Layout(width="340px"))
@@ -147,7 +149,7 @@ class ProcessTableView(View):
     def _shape(self) -> None:
         text = self.filter.value.strip().lower()
         shown = [p for p in self.processes
-                 if not text or text in p.pid.lower() or text in p.entry.lower()
+                 if not text or text in p.pid.lower() or text in p.entry.lower() or text in p.actor.lower()
                  or any(text in n.lower() for n in p.names)]
         shown.sort(key=SORT_KEYS[self.sort.value], reverse=self.descending.value)
         self.hidden = max(0, len(shown) - self.limit)
@@ -175,7 +177,7 @@ class ProcessTableView(View):
 
     # ------------------------------------------------------------------ static forms
     def static_html(self) -> str:
-        exited = [(pid, "-", entry, "", f"exited: {why}", "", "", "", "", "", "") for pid, entry, why in self.exits]
+        exited = [(pid, "-", entry, "", "", f"exited: {why}", "", "", "", "", "", "") for pid, entry, why in self.exits]
         if not self.rows and not exited:
             return "<p>no processes are running</p>"
         shown = len(self.rows)

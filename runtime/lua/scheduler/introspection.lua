@@ -7,6 +7,7 @@
 local S, K = ...
 local type, next, collectgarbage = type, next, collectgarbage
 local procs, stats, MODULES, mono, timer_count = K.procs, K.stats, K.MODULES, K.mono, K.timer_count
+local ctx_of = K.ctx_of
 -- array slots of a process record (core.lua), one per line: Lua folds only the last name of a
 -- multiple <const> declaration into a constant
 local N_IN <const> = 1
@@ -55,6 +56,7 @@ local function proc_info(p, with_memory, now)
     mailbox = ib and ib.bt - ib.bh + 1 or 0, messages_in = p[N_IN], messages_out = p[N_OUT],
     instructions = p[INSTR] or 0, resumes = p[RESUMES], memory = mem, uptime = (now or mono()) - p[T0],
     trap_links = p.trap_links or false, budget = p[BUDGET] or 0, links = link_list(p.links),
+    sec = ctx_of(p),   -- the security context key (its actor is the process table's ACTOR)
   }
 end
 
