@@ -34,7 +34,7 @@ from wippy.runtime import Node, SecurityError, WippyError
 from wippy.runtime.security import Policy
 
 from .current import node
-from .registry import Table
+from .registry import EntryText, Table
 
 __all__ = ["PolicyText", "SecurityMagics", "identity_text"]
 
@@ -42,14 +42,8 @@ POLICY_SUBCOMMANDS = ("list", "show", "check", "log")
 WIDTH = 40
 
 
-class PolicyText(str):
-    """Plain text shown bare (not quoted) as a cell's result."""
-
-    def __repr__(self) -> str:
-        return str(self)
-
-    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
-        p.text(str(self))
+class PolicyText(EntryText):
+    """Plain text shown bare (not quoted) as a cell's result (as %registry get shows an entry)."""
 
 
 def identity_text(n: Node) -> PolicyText:
