@@ -23,7 +23,7 @@ KINDS = LUA_KINDS | frozenset(
 )
 MODULES = frozenset(
     {"process", "channel", "time", "json", "logger", "ctx", "registry", "funcs", "supervisor", "workflow", "uuid",
-     "security"}
+     "security", "llm", "prompt", "agent"}
 )
 
 _ID = re.compile(r"^[A-Za-z_][\w\-]*(\.[A-Za-z_][\w\-]*)*:[A-Za-z_][\w\-.]*$")

@@ -280,6 +280,15 @@ class Host:
             except Exception as exc:  # a refused spec is an error value for Lua, not a crash
                 return None, _b(f"supervisor.{_s(op)}: {exc}")
 
+        def agents(op: bytes, pid: bytes, ctx: Any, *args: Any) -> tuple[Any, bytes | None]:
+            # llm.generate / structured_output / agent.run: the work runs on the agents' pool and
+            # answers through S.reply; this returns its token at once (never raises into Lua)
+            try:
+                out = port.agents_call(_s(op), _s(pid), int(ctx), [from_lua(a) for a in args])
+                return (_b(out) if isinstance(out, str) else out), None
+            except Exception as exc:
+                return None, _b(f"{_s(op)}: {exc}")
+
         def exited(pid: bytes, reason: bytes, error: Any) -> None:
             port.process_exited(_s(pid), _s(reason), _s(error) if error is not None else None)
 
@@ -325,6 +334,7 @@ class Host:
             b"headroom": lambda: room(0),
             b"registry": roomy(registry),
             b"supervisor": roomy(supervisor),
+            b"agents": roomy(agents),
             b"security": roomy(security),
             b"cell_begin": port.cell_begin,
             b"cell_done": port.cell_done,

@@ -80,6 +80,10 @@ class HostPort(Protocol):
         """A call of the Lua ``supervisor`` module by process ``caller``: plain data back."""
         ...
 
+    def agents_call(self, op: str, pid: str, ctx: int, args: list[Any]) -> Any:
+        """A call of the Lua ``llm`` / ``agent`` modules by ``pid`` (context ``ctx``): a reply token."""
+        ...
+
     def workflow_callback(self, host: str, lua: Any, room: Callable[[int], None]) -> Callable[..., Any]:
         """The ``py.wf`` function of this host's durable-workflow layer (``lua/workflow.lua``).
 

@@ -37,6 +37,7 @@ SCHEDULER_MODULES: tuple[str, ...] = (
     "registry",       # the `registry` module
     "funcs",          # the `funcs` module
     "supervisor",     # the `supervisor` module
+    "agents",         # the `llm`, `prompt` and `agent` modules
     "shell",          # the notebook's shell process
     "introspection",  # statistics for Python, internals for workflow.lua
 )

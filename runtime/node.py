@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .agents import Agents
 from .clock import Clock
 from .entries import LUA_KINDS, Entry
 from .errors import EntryError, HostError, LuaError, ProcessError, ProcessExited, SecurityError, Timeout, TreeError
@@ -224,6 +225,9 @@ class Node:
         #: durable workflows (runtime/workflow.py): their store (data_dir/workflows.sqlite unless
         #: ``workflow_store`` or $WIPPY_WORKFLOW_STORE names one), leases (``workflow_ttl``), the API
         self.workflows: Workflows = Workflows(self._parts, workflow_store, workflow_ttl)
+        #: agents (runtime/agents.py): models, the agent loop, sessions (data_dir/agents.sqlite), breakpoints
+        self.agents: Agents = Agents(self._parts)
+        self.entries.add_validator(self.agents.validator)
 
     # ------------------------------------------------------------------ lifecycle (any thread)
     def start(self) -> Node:
@@ -279,6 +283,7 @@ class Node:
         for mb in list(self._mailboxes.values()):
             mb.close()
         self.workflows._node_stopped()   # leases released, store closed
+        self.agents.close()               # the local model stops, paused runs go on (and end)
         if self.data_dir is not None:
             self.entries.close()   # the file is whole after every commit; closing releases it
 
@@ -580,9 +585,12 @@ class Node:
             raise EntryError(f"entry '{entry_id}' is a {entry.kind} entry; call_function needs a function.lua entry")
         for a in args:
             check_plain(a)
-        h = self.host(host)
         self._require("funcs.call", entry_id)
-        caller = self.security.caller
+        return self._call_as(self.security.caller, entry_id, list(args), host, timeout)
+
+    def _call_as(self, caller: int, entry_id: str, args: list[Any], host: str | None, timeout: float | None) -> Any:
+        """Run a function entry in a short-lived process with security context ``caller`` (any thread)."""
+        h = self.host(host)
         with self.mailbox() as mb:
             def start(ctx: HostContext) -> str:
                 pid, err = _pair(ctx.scheduler.call_function(mb.pid.encode(), entry_id.encode(),
@@ -1054,6 +1062,37 @@ class _Parts:
 
     def host(self, name: str | None = None) -> Host:
         return self._node.host(name)
+
+    # ---- AgentsOwner (agents.py: any thread)
+    def entry(self, entry_id: str) -> Entry | None:
+        return self._node.entries.get(entry_id)
+
+    def all_entries(self) -> list[Entry]:
+        return list(self._node.entries.entries())
+
+    def require_as(self, ctx: int, action: str, resource: str, pid: str | None) -> None:
+        sec = self._node.security
+        if not sec.open:
+            sec.require(ctx, action, resource, pid)
+
+    def actor_name(self, ctx: int) -> str:
+        return self._node.security.actor_of(ctx).id
+
+    def caller_context(self) -> int:
+        return self._node.security.caller
+
+    def call_tool(self, ctx: int, entry_id: str, args: dict[str, Any], timeout: float) -> Any:
+        return self._node._call_as(ctx, entry_id, [args], None, timeout)
+
+    def apply_as(self, ctx: int, entries: list[Entry], message: str) -> int:
+        sec = self._node.security
+        if not sec.open:
+            for e in entries:
+                sec.require(ctx, "registry.apply", e.id, None)
+        return self._node.entries.apply(entries, message=message)
+
+    def agents_call(self, op: str, pid: str, ctx: int, args: list[Any]) -> Any:
+        return self._node.agents.lua_call(op, pid, ctx, args)
 
     # ---- HostPort (host threads)
     def output(self, pid: str, text: str) -> None:
