@@ -3,7 +3,7 @@
 ``%%lua`` / ``%lua`` (magics/lua.py), ``%ps``, ``%mailbox``, ``%spawn``, ``%send``, ``%kill``, ``%cancel``,
 ``%logs`` (magics/process.py), ``%registry`` (magics/registry.py), ``%tree`` (magics/supervision.py),
 ``%%trace`` / ``%trace`` (magics/trace.py), ``%workflow`` (magics/workflow.py) and ``%whoami`` /
-``%policy`` (magics/security.py); the live views they
+``%policy`` (magics/security.py), ``%%agent`` / ``%agent`` (magics/agent.py); the live views they
 show are in magics/views/. The Wippy kernel loads them itself, sharing its node; in any other IPython
 kernel, ``%load_ext wippy.magics`` loads them and starts a node of its own. Either way the node is
 :func:`node` here and ``node`` in the user namespace.
@@ -35,6 +35,7 @@ def load_ipython_extension(ipython: Any) -> None:
 
     Runs on the thread that loads the extension (the kernel's main thread).
     """
+    from .agent import AgentMagics
     from .lua import LuaMagics, install_error_display
     from .process import ProcessMagics
     from .registry import RegistryMagics, show_watch_reports
@@ -49,7 +50,7 @@ def load_ipython_extension(ipython: Any) -> None:
     n.shell()
     ipython.register_magics(LuaMagics, ProcessMagics)
     ipython.register_magics(RegistryMagics, SupervisionMagics, TraceMagics)
-    ipython.register_magics(WorkflowMagics, SecurityMagics)
+    ipython.register_magics(WorkflowMagics, SecurityMagics, AgentMagics)
     install_error_display(ipython)
     ipython.events.register("pre_run_cell", lambda *_: show_watch_reports())
     ipython.events.register("pre_run_cell", _pre_run_cell)

@@ -8,6 +8,7 @@ view                          in a cell                     from Python
 :class:`TreeView`             ``%tree [ROOT]``              ``views.tree(node, root)``
 :class:`TraceView`            ``%%trace``, ``%trace on``    ``with views.trace(node) as t: ...``
 :class:`RegistryHistoryView`  ``%registry history --view``  ``views.registry_history(node)``
+:class:`SessionView`          ``%%agent ID``                ``SessionView(node, session)``
 ============================  ============================  =====================================
 
 Each view has ``.widget`` (display it, or the view itself), ``.close()``, ``static_html()``, ``text()``
@@ -23,6 +24,7 @@ from .mailbox import MailboxView
 from .process_table import ProcessTableView
 from .pump import Pump, View, close_widget
 from .registry import RegistryHistoryView
+from .session import SessionView
 from .trace import TraceView
 from .tree import TreeView
 
@@ -31,6 +33,7 @@ __all__ = [
     "ProcessTableView",
     "Pump",
     "RegistryHistoryView",
+    "SessionView",
     "TraceView",
     "TreeView",
     "View",
