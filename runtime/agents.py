@@ -32,6 +32,7 @@ import itertools
 import json
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -251,7 +252,9 @@ def _parse_constrained(gen: Generation, model: str) -> Generation:
     if isinstance(obj, dict) and isinstance(obj.get("tool"), str):
         args = obj.get("arguments")
         call = ToolCall(
-            id=f"call_{abs(hash(text)) % 10**8}", name=obj["tool"], arguments=args if isinstance(args, dict) else {}
+            id=f"call_{zlib.crc32(text.encode()):08x}",
+            name=obj["tool"],
+            arguments=args if isinstance(args, dict) else {},
         )
         return replace(gen, result=None, tool_calls=[call], finish_reason=FINISH_REASON["TOOL_CALL"])
     if isinstance(obj, dict) and "answer" in obj:

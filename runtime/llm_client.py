@@ -37,7 +37,9 @@ import httpx
 
 from .errors import WippyError
 
-__all__ = ["ERROR_TYPE", "FINISH_REASON", "ChatClient", "Generation", "LLMError", "ModelEndpoint", "ToolCall"]
+__all__ = [
+    "ERROR_TYPE", "FINISH_REASON", "ChatClient", "Generation", "LLMError", "ModelEndpoint", "ToolCall", "request_body",
+]
 
 ERROR_TYPE: dict[str, str] = {
     "INVALID_REQUEST": "invalid_request",
@@ -206,7 +208,7 @@ class ChatClient:
         ``timeout`` overrides ``endpoint.timeout``. With ``on_chunk`` the reply is streamed and
         ``on_chunk(text)`` is called for each piece of content, on the calling thread.
         """
-        body = _request_body(endpoint, messages, tools, tool_choice, response_format, temperature, max_tokens,
+        body = request_body(endpoint, messages, tools, tool_choice, response_format, temperature, max_tokens,
                              stream=on_chunk is not None)
         headers = {"Accept": "text/event-stream" if on_chunk is not None else "application/json"}
         key = _api_key(endpoint)
@@ -283,9 +285,10 @@ def _scrub(text: str, key: str | None) -> str:
     return text.replace(key, "***") if key else text
 
 
-def _request_body(ep: ModelEndpoint, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None,
+def request_body(ep: ModelEndpoint, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None,
                   tool_choice: str | None, response_format: dict[str, Any] | None, temperature: float | None,
                   max_tokens: int | None, *, stream: bool) -> dict[str, Any]:
+    """The JSON body of a chat-completions request (what :meth:`ChatClient.chat` sends)."""
     body: dict[str, Any] = {"model": ep.provider_model, "messages": messages}
     if tools:
         body["tools"] = [_openai_tool(t) for t in tools]
