@@ -196,6 +196,9 @@ class AgentMagics(Magics):
         if len(words) < 4 or words[2] not in ("--message", "--answer", "--result"):
             raise _fail("fork", "usage: %agent fork SESSION STEP --message TEXT | --answer TEXT | --result JSON")
         sid, step_text, flag, value = words
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]   # --answer "some text": the text, not its quotes
         try:
             step = int(step_text)
         except ValueError:

@@ -57,9 +57,9 @@ BUILTIN_TOOLS: dict[str, dict[str, Any]] = {
         "schema": {
             "type": "object",
             "properties": {
-                "id": {"type": "string"},
-                "description": {"type": "string"},
-                "source": {"type": "string"},
+                "id": {"type": "string", "maxLength": 120},
+                "description": {"type": "string", "maxLength": 200},
+                "source": {"type": "string", "maxLength": 4000},
                 "input_schema": {"type": "object"},
             },
             "required": ["id", "description", "source"],

@@ -246,6 +246,12 @@ def _parse_constrained(gen: Generation, model: str) -> Generation:
     try:
         obj = json.loads(text)
     except ValueError:
+        if gen.finish_reason == FINISH_REASON["LENGTH"]:
+            raise LLMError(
+                ERROR_TYPE["MODEL_ERROR"],
+                f"model '{model}': the reply was cut at max_tokens ({gen.completion_tokens} tokens) before its "
+                f"JSON ended: raise the agent's max_tokens (it began {text[:120]!r})",
+            ) from None
         raise LLMError(
             ERROR_TYPE["MODEL_ERROR"], f"model '{model}': the reply is not the JSON asked for: {text[:200]!r}"
         ) from None
@@ -815,6 +821,7 @@ class Agents:
         t0 = time.perf_counter()
         off = self.subscribe(listen)
         result: str | None = None
+        failed: str | None = None
         try:
             recorded = _Recorded(steps)
             history: list[dict[str, Any]] = []
@@ -824,12 +831,16 @@ class Agents:
                 budget = (nxt - u.step) if nxt is not None else max(1, rec.steps - u.step + 1)
                 r = self._loop(rec.agent, session, history, u.step, budget, 0, None, None, recorded)
                 result = r.result
+                if r.error is not None and r.stopped is None:
+                    failed = r.error
         finally:
             off()
         elapsed = (time.perf_counter() - t0) * 1000
         want = [_summary(s.kind, s.step, s.data) for s in steps if s.kind in ("model", "tool", "answer")]
-        diff = None
+        diff = f"the replay stopped: {failed}" if failed else None
         for i, (a, b) in enumerate(zip(made, want, strict=False)):
+            if diff:
+                break
             if a != b:
                 diff = f"step row {i + 1}: replay {a} != recorded {b}"
                 break

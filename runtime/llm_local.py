@@ -84,6 +84,7 @@ class LocalModel:
             params.cpuparams.n_threads = self._threads
             params.cpuparams_batch.n_threads = self._threads
             params.warmup = False
+            params.verbosity = 0   # llama.cpp's per-request log lines would land in notebook cells
             try:
                 self._server = xl.Server(params)
             except Exception as exc:
