@@ -100,6 +100,10 @@ class AgentsOwner(Protocol):
 
     def reply(self, pid: str, token: int, value: Any) -> None: ...
 
+    def deliver(self, pid: str, topic: str, payload: Any) -> None:
+        """A message from the runtime to a process (stream chunks); a send to an ended process is dropped."""
+        ...
+
 
 @dataclass(frozen=True)
 class AgentResult:
@@ -922,7 +926,7 @@ class Agents:
     def lua_call(self, op: str, pid: str, ctx: int, args: list[Any]) -> Any:
         """A call of the Lua ``llm`` / ``agent`` modules by process ``pid`` (host thread): the work goes to
         the pool and the answer comes back as ``owner.reply(pid, token, value)``; returns the token."""
-        if op == "new_session":   # agent.spawn: answered at once
+        if op == "new_session":  # agent.spawn: answered at once
             agent_id = str(args[0])
             self._owner.require_as(ctx, "agent.run", agent_id, pid)
             self._resolve(agent_id)
@@ -994,15 +998,35 @@ class Agents:
         self._owner.require_as(ctx, "llm.generate", model, pid)
         messages = self._lua_messages(prompt)
         tools = self._lua_tools(opts)
-        gen = self.generate(
-            model,
-            messages,
-            tools=tools or None,
-            tool_choice=opts.get("tool_call") or opts.get("tool_choice"),
-            temperature=opts.get("temperature"),
-            max_tokens=opts.get("max_tokens"),
-            timeout=opts.get("timeout"),
-        )
+        stream = opts.get("stream")
+        on_chunk: Callable[[str], None] | None = None
+        reply_to, topic = None, "llm_stream"
+        if isinstance(stream, dict) and stream.get("reply_to"):
+            reply_to, topic = str(stream["reply_to"]), str(stream.get("topic") or topic)
+            self._owner.require_as(ctx, "process.send", reply_to, pid)
+
+            def on_chunk(text: str) -> None:
+                self._owner.deliver(reply_to, topic, {"type": "chunk", "content": text})
+
+        try:
+            gen = self.generate(
+                model,
+                messages,
+                tools=tools or None,
+                tool_choice=opts.get("tool_call") or opts.get("tool_choice"),
+                temperature=opts.get("temperature"),
+                max_tokens=opts.get("max_tokens"),
+                timeout=opts.get("timeout"),
+                on_chunk=on_chunk,
+            )
+        except LLMError as exc:
+            if reply_to is not None:
+                self._owner.deliver(
+                    reply_to, topic, {"type": "error", "error": {"message": str(exc), "type": exc.kind}}
+                )
+            raise
+        if reply_to is not None:
+            self._owner.deliver(reply_to, topic, {"type": "done", "meta": {"finish_reason": gen.finish_reason}})
         return gen.to_dict()
 
     def _lua_structured(self, pid: str, ctx: int, schema: Any, prompt: Any, opts: Mapping[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ docs/architecture.md).
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import os
 import re
@@ -1090,6 +1091,10 @@ class _Parts:
             for e in entries:
                 sec.require(ctx, "registry.apply", e.id, None)
         return self._node.entries.apply(entries, message=message)
+
+    def deliver(self, pid: str, topic: str, payload: Any) -> None:
+        with contextlib.suppress(ProcessError):   # the listener may have gone meanwhile
+            self._node._route("send", self._node.resolve(pid), None, topic, payload)
 
     def agents_call(self, op: str, pid: str, ctx: int, args: list[Any]) -> Any:
         return self._node.agents.lua_call(op, pid, ctx, args)

@@ -489,3 +489,27 @@ def test_argument_checks_and_the_constrained_schema() -> None:
     assert options[0]["properties"]["tool"] == {"const": "add"} and options[0]["properties"]["arguments"] == ADD_SCHEMA
     assert options[1]["required"] == ["answer"]
     assert len(constrained_tools([t], "any")["json_schema"]["schema"]["oneOf"]) == 1
+
+
+def test_llm_generate_streams_chunks_to_a_process(calc: Node, llm: ScriptedLLM) -> None:
+    llm.push(text("Hello streaming world"))
+    calc.define(
+        "app:streamer",
+        "process.lua",
+        modules=["llm"],
+        source="""return { main = function()
+      local ch = process.listen("llm_stream")
+      -- the chunks wait in the listen channel while the call parks; read them after it returns
+      local r, err = llm.generate("hi", {model = "gpt", stream = {reply_to = process.pid(), topic = "llm_stream"}})
+      local parts, kinds = {}, {}
+      while true do
+        local c = ch:receive()
+        kinds[#kinds + 1] = c.type
+        if c.type == "chunk" then parts[#parts + 1] = c.content end
+        if c.type == "done" or c.type == "error" then break end
+      end
+      return table.concat({table.concat(parts), r and r.result or err, kinds[#kinds], tostring(#parts > 1)}, "|")
+    end }""",
+    )
+    assert calc.exec("app:streamer", timeout=20) == "Hello streaming world|Hello streaming world|done|true"
+    assert llm.requests[0]["body"]["stream"] is True

