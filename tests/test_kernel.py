@@ -51,11 +51,12 @@ def kernel(kernelspecs: None, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 def execute(kc: BlockingKernelClient, code: str, timeout: float = 20) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Run a cell; return the execute_reply's content and the cell's iopub messages (stream, result, error)."""
+    """Run a cell; return the execute_reply's content and the cell's iopub messages (stream, result, displays
+    and their updates, error)."""
     outputs: list[dict[str, Any]] = []
 
     def keep(msg: dict[str, Any]) -> None:
-        if msg["msg_type"] in ("stream", "execute_result", "display_data", "error"):
+        if msg["msg_type"] in ("stream", "execute_result", "display_data", "update_display_data", "error"):
             outputs.append(msg)
 
     reply = kc.execute_interactive(code, timeout=timeout, output_hook=keep)
@@ -182,6 +183,37 @@ def test_whoami_and_policy_through_the_kernel(kernel: Kernel) -> None:
     assert result(outputs)["text/plain"].startswith("permission granted")
     _, outputs = execute(kc, "%whoami --reset")
     assert result(outputs)["text/plain"].startswith("actor  notebook\nscope  * (every right)")
+    reply, _ = execute(kc, "%registry reset")
+    assert reply["status"] == "ok"
+
+
+def test_an_agent_cell_through_the_kernel(kernel: Kernel) -> None:
+    """%%agent over ZeroMQ against a scripted model server: the live view's static picture and text,
+    a Lua agent.run from a %%lua cell, %agent list."""
+    from llm_server import ScriptedLLM, text, tool_call
+
+    _, kc = kernel
+    with ScriptedLLM() as llm:
+        tree = (f"%%registry\nnamespace: k.ag\nentries:\n  - name: gpt\n    kind: registry.entry\n"
+                f"    meta: {{type: llm.model, name: kgpt}}\n    base_url: {llm.url}\n    provider_model: x\n"
+                "  - name: add\n    kind: function.lua\n    meta: {type: tool, input_schema: {type: object}}\n"
+                "    source: 'return { main = function(a) return 40 + 2 end }'\n"
+                "  - name: bot\n    kind: registry.entry\n    meta: {type: agent.gen1, name: bot}\n"
+                "    prompt: Be brief.\n    model: kgpt\n    tools: [k.ag:add]\n")
+        reply, _ = execute(kc, tree)
+        assert reply["status"] == "ok"
+        llm.push(tool_call("add", {}), text("42."))
+        reply, outputs = execute(kc, "%%agent k.ag:bot\nWhat is the answer?", timeout=60)
+        assert reply["status"] == "ok"
+        shown = [o for o in outputs if o["msg_type"] in ("display_data", "update_display_data")]
+        assert shown and "text/html" in shown[-1]["content"]["data"]
+        plain = shown[-1]["content"]["data"]["text/plain"]
+        assert "agent k.ag:bot" in plain and "tool add({}) = 42" in plain and "answer: 42." in plain
+        llm.push(text("hi from lua"))
+        _, outputs = execute(kc, "%%lua\nlocal r, err = agent.run('k.ag:bot', 'hello')\nreturn r and r.result or err")
+        assert result(outputs)["text/plain"] == '"hi from lua"'
+        _, outputs = execute(kc, "%agent list k.ag:bot")
+        assert result(outputs)["text/plain"].count("k.ag:bot") == 2
     reply, _ = execute(kc, "%registry reset")
     assert reply["status"] == "ok"
 
