@@ -943,6 +943,14 @@ class Agents:
                     return self._lua_structured(pid, ctx, args[0], args[1], opts)
                 if op == "run":
                     opts = args[2] if len(args) > 2 and isinstance(args[2], dict) else {}
+                    chunk_to = opts.get("chunk_to")   # an agent process asked to stream: topic `chunk`
+                    on_chunk = None
+                    if chunk_to:
+                        target, sid = str(chunk_to), opts.get("session")
+
+                        def on_chunk(text: str) -> None:
+                            self._owner.deliver(target, "chunk", {"text": text, "session": sid})
+
                     r = self.run(
                         str(args[0]),
                         None if args[1] is None else str(args[1]),
@@ -950,6 +958,7 @@ class Agents:
                         session=opts.get("session"),
                         ctx=ctx,
                         pid=pid,
+                        on_chunk=on_chunk,
                     )
                     if r.error is not None and r.stopped is None:
                         return {"error": r.error, "session": r.session}

@@ -513,3 +513,25 @@ def test_llm_generate_streams_chunks_to_a_process(calc: Node, llm: ScriptedLLM) 
     )
     assert calc.exec("app:streamer", timeout=20) == "Hello streaming world|Hello streaming world|done|true"
     assert llm.requests[0]["body"]["stream"] is True
+
+
+def test_an_agent_process_streams_chunks_when_asked(calc: Node, llm: ScriptedLLM) -> None:
+    llm.push(text("one two three four"))
+    calc.define(
+        "app:chat",
+        "process.lua",
+        modules=["agent"],
+        source="""return { main = function()
+      local a = agent.spawn("app:calc", {stream = true})
+      process.send(a, "message", {text = "count", reply_to = process.pid()})
+      local chunks, answer = {}, nil
+      while not answer do
+        local m = process.inbox():receive()
+        if m:topic() == "chunk" then chunks[#chunks + 1] = m:payload():data().text
+        elseif m:topic() == "answer" then answer = m:payload():data().text end
+      end
+      process.send(a, "stop")
+      return table.concat(chunks) .. "|" .. answer .. "|" .. tostring(#chunks > 1)
+    end }""",
+    )
+    assert calc.exec("app:chat", timeout=20) == "one two three four|one two three four|true"

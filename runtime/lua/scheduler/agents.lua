@@ -129,6 +129,7 @@ end
 
 -- The agent process: topic `message` with {text, reply_to?} answers on topic `answer` with
 -- {text, session, step} (or {error, session}); the conversation is its session, kept across messages.
+-- With `stream = true`, the answer's text also arrives as it is made, on topic `chunk` ({text, session}).
 local AGENT_PROC = { id = "@agent", kind = "process.lua", method = "main",
   factory = function(env) return function() return { main = function(id, opts)
     local session = opts and opts.session
@@ -141,7 +142,8 @@ local AGENT_PROC = { id = "@agent", kind = "process.lua", method = "main",
         local body = msg:payload():data()
         local text = type(body) == "table" and body.text or body
         local to = type(body) == "table" and body.reply_to or msg:from()
-        local r, err = AGENT.run(id, text, { session = session, max_steps = max_steps })
+        local r, err = AGENT.run(id, text, { session = session, max_steps = max_steps,
+          chunk_to = opts and opts.stream and to or nil })
         if r then session = r.session end
         if to then
           if r then
@@ -157,7 +159,7 @@ local AGENT_PROC = { id = "@agent", kind = "process.lua", method = "main",
     end
   end } end end }
 
--- agent.spawn(id, {session?, max_steps?}) -> PID of an agent process, or nil, err
+-- agent.spawn(id, {session?, max_steps?, stream?}) -> PID of an agent process, or nil, err
 function AGENT.spawn(id, opts)
   local p = cur("agent.spawn")
   if type(id) ~= "string" then return nil, "agent.spawn: agent ID must be a string, got " .. type(id) end
