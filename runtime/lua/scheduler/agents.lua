@@ -3,8 +3,9 @@
 --
 -- Owns: llm.generate / structured_output / ERROR_TYPE / FINISH_REASON, prompt.new (the builder),
 --   agent.run / agent.spawn and the built-in agent process entry (`@agent`).
--- Uses from core: cur; from channels: chan_new; from copy: copy_value; from sandbox: readonly; from
---   env: MODULES, make_base; from spawn: spawn_local; from security: ctx_of. py.agents answers: the
+-- Uses from core: cur; from copy: copy_value; from sandbox: readonly; from
+--   env: MODULES, make_base; from spawn: spawn_local; from security: ctx_of; from supervisor:
+--   await_reply. py.agents answers: the
 --   model call or the agent loop runs on the node's agents pool (runtime/agents.py) while the calling
 --   process parks; the answer arrives through S.reply (scheduler/supervisor.lua), so nothing here
 --   blocks the host.
@@ -12,18 +13,10 @@ local S, K = ...
 local py = K.py
 local type, pairs, ipairs, tostring, setmetatable = type, pairs, ipairs, tostring, setmetatable
 local select, getmetatable, tunpack = select, getmetatable, table.unpack
-local cur, chan_new, copy_value, readonly = K.cur, K.chan_new, K.copy_value, K.readonly
+local cur, copy_value, readonly = K.cur, K.copy_value, K.readonly
 local MODULES, make_base, spawn_local, ctx_of = K.MODULES, K.make_base, K.spawn_local, K.ctx_of
 
-local function await(p, token)
-  local st = chan_new(1)
-  local waits = p.replies
-  if not waits then waits = {}; p.replies = waits end
-  waits[token] = st
-  local v = st.handle:receive()
-  waits[token] = nil
-  return v
-end
+local await = K.await_reply
 
 -- one call to the agents layer: the arguments copied as plain data, the answer awaited (parked)
 local function ask(where, op, ...)

@@ -1,7 +1,8 @@
 -- scheduler/supervisor.lua: the `supervisor` module: services and supervisors of the node (granted by
 -- `modules: [supervisor]`; cells have it).
 --
--- Owns: supervisor.start / stop / tree / children, S.reply (an answer from Python to a parked call).
+-- Owns: supervisor.start / stop / tree / children, S.reply (an answer from Python to a parked call),
+--   await_reply (park the running process until that answer).
 -- Uses from core: procs, cur; from channels: chan_new, chan_offer; from copy: copy_value; from sandbox:
 --   readonly; from env: MODULES. py.supervisor answers.
 local S, K = ...
@@ -70,3 +71,4 @@ function SUP.children(key)
   return ask(p, "children", key)
 end
 MODULES.supervisor = readonly(SUP, "supervisor")
+K.await_reply = await   -- the agents module parks on Python's answers the same way
