@@ -535,3 +535,33 @@ def test_an_agent_process_streams_chunks_when_asked(calc: Node, llm: ScriptedLLM
     end }""",
     )
     assert calc.exec("app:chat", timeout=20) == "one two three four|one two three four|true"
+
+
+def test_a_slow_model_times_out_by_the_entrys_timeout(node: Node, llm: ScriptedLLM) -> None:
+    from llm_server import delay
+
+    node.apply([model(llm.url, timeout=0.2), agent("app:a")])
+    llm.push(delay(2.0, text("too late")))
+    r = node.agents.run("app:a", "hi")
+    assert (r.error or "").startswith("step 1: timeout_error: model 'gpt': no answer from ")
+    assert kinds(node, r.session) == ["user"]
+
+
+def test_a_model_without_tool_use_gets_tools_through_a_schema(node: Node, llm: ScriptedLLM) -> None:
+    from llm_server import json_reply, raw
+
+    node.apply([model(llm.url, name="small"), tool("app.tools:add", ADD),
+                agent("app:a", model="small", prompt="Add.", tools=["app.tools:add"])])
+    small = node.entries.get("app:small")
+    node.apply([Entry(small.id, small.kind, {**small.meta, "capabilities": ["generate", "structured_output"]},
+                      small.data)])
+    llm.push(json_reply({"tool": "add", "arguments": {"a": 1, "b": 2}}), json_reply({"answer": "3"}))
+    r = node.agents.run("app:a", "1+2")
+    assert r.result == "3"
+    first = llm.requests[0]["body"]
+    assert "tools" not in first and first["response_format"]["type"] == "json_schema"
+    assert "You can call these tools:" in first["messages"][0]["content"]
+    assert llm.requests[1]["body"]["messages"][-1] == {"role": "user", "content": "Result of add: 3"}
+    llm.push(raw('{"choices": [{"message": {"role": "assistant", "content": "not json"}, "finish_reason": "stop"}]}'))
+    r = node.agents.run("app:a", "again")
+    assert "model_error: model 'small': the reply is not the JSON asked for: 'not json'" in (r.error or "")
