@@ -4,8 +4,9 @@
     %agent list [AGENT]                 the sessions: ID, agent, status, steps, parent and fork step, actor
     %agent show SESSION [--live]        a session drawn (turns, system message, tools, tokens, diffs)
     %agent replay SESSION               run it again on the recorded answers (no model) and compare
-    %agent fork SESSION STEP --message TEXT | --answer TEXT | --result JSON
-                                        a new session: the steps before STEP, one edit, then live
+    %agent fork SESSION STEP [--message TEXT | --answer TEXT | --result JSON]
+                                        a new session: the steps before STEP, one edit (or none: the
+                                        model is asked again at STEP), then live
     %agent break ID before=model|tool|off   pause the agent's runs before each model or tool call
     %agent break                        the breakpoints and the runs paused now (what they will send)
     %agent continue [ID]                let paused runs go on
@@ -193,8 +194,11 @@ class AgentMagics(Magics):
     @staticmethod
     def _fork(rest: str) -> SessionPicture:
         words = rest.split(None, 3)
-        if len(words) < 4 or words[2] not in ("--message", "--answer", "--result"):
-            raise _fail("fork", "usage: %agent fork SESSION STEP --message TEXT | --answer TEXT | --result JSON")
+        usage = "usage: %agent fork SESSION STEP [--message TEXT | --answer TEXT | --result JSON]"
+        if len(words) == 2:
+            words += ["", ""]
+        if len(words) < 4 or words[2] not in ("", "--message", "--answer", "--result"):
+            raise _fail("fork", usage)
         sid, step_text, flag, value = words
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
@@ -209,7 +213,7 @@ class AgentMagics(Magics):
             kw["message"] = value
         elif flag == "--answer":
             kw["answer"] = value
-        else:
+        elif flag == "--result":
             kw["tool_result"] = parse_json(value, "%agent fork", "--result")
         r = n.agents.fork(sid, step, **kw)
         if r.error is not None and r.stopped is None:

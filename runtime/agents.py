@@ -867,11 +867,12 @@ class Agents:
 
         ``message``: a new user message at ``step``; ``answer``: the model's answer at ``step`` replaced
         (the session ends with it); ``tool_result``: the result of the tool calls of ``step`` replaced
-        (the model's step kept), then the loop goes on from ``step + 1``. Exactly one edit.
+        (the model's step kept), then the loop goes on from ``step + 1``. At most one edit; with none,
+        the model is asked again at ``step`` (live) on the same conversation.
         """
         edits = [x is not None for x in (message, answer, tool_result)]
-        if sum(edits) != 1:
-            raise AgentError("fork: give exactly one edit: message=, answer= or tool_result=")
+        if sum(edits) > 1:
+            raise AgentError("fork: give at most one edit: message=, answer= or tool_result=")
         store = self.sessions
         rec = store.get(session)
         if not isinstance(step, int) or step < 1 or step > max(rec.steps, 1) + (1 if message is not None else 0):
@@ -885,6 +886,12 @@ class Agents:
         for s in keep:
             store.append(new, s.step, s.kind, {**s.data, "copied_from": session} if s.kind == "user" else s.data)
         history = self._conversation(keep)
+        if not any(edits):
+            for s in at:
+                if s.kind == "user":
+                    store.append(new, s.step, s.kind, s.data)
+                    history.append({"role": "user", "content": s.data.get("text", "")})
+            return self._loop(rec.agent, new, history, step, max_steps, ctx, None, None, None)
         if message is not None:
             history.append({"role": "user", "content": message})
             self._journal(new, step, "user", {"text": message, "edited": True}, False)

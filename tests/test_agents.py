@@ -340,8 +340,11 @@ def test_fork_with_an_edited_message_and_an_edited_answer(calc: Node, llm: Scrip
     assert llm.requests[-1]["body"]["messages"][1] == {"role": "user", "content": "hello again"}
     g = calc.agents.fork(r.session, 1, answer="edited answer")
     assert g.result == "edited answer" and kinds(calc, g.session) == ["user", "model", "answer"]
-    with pytest.raises(AgentError, match="exactly one edit"):
-        calc.agents.fork(r.session, 1)
+    with pytest.raises(AgentError, match="at most one edit"):
+        calc.agents.fork(r.session, 1, message="a", answer="b")
+    llm.push(text("asked again"))
+    h = calc.agents.fork(r.session, 1)   # no edit: the model is asked again at step 1
+    assert h.result == "asked again" and llm.requests[-1]["body"]["messages"][1]["content"] == "hello"
     with pytest.raises(AgentError, match="made no tool call"):
         calc.agents.fork(r.session, 1, tool_result=1)
 

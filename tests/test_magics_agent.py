@@ -116,4 +116,5 @@ def test_wrong_use_is_one_clear_line(ip: InteractiveShell, node: Node, capsys: p
     assert err("%agent show nope").startswith("%agent show: unknown agent session 'nope'")
     assert err("%agent bogus").startswith("%agent: unknown subcommand 'bogus'")
     assert "before= must be model, tool or off" in err("%agent break app:calc before=lunch")
-    assert err("%agent fork x 1").startswith("%agent fork: usage:")
+    assert err("%agent fork x").startswith("%agent fork: usage:")
+    assert err("%agent fork x 1 --bogus y").startswith("%agent fork: usage:")
