@@ -120,6 +120,28 @@ API: dict[str, dict[str, tuple[str, str]]] = {
     "uuid": {
         "v4": ("uuid.v4() -> string", "A random UUID (journaled inside a workflow)."),
     },
+    "llm": {
+        "generate": ("llm.generate(prompt | builder | messages, {model=, temperature=, max_tokens=, tool_ids=, "
+                     "tool_schemas=, tool_call=, stream=, timeout=}?) -> {result, tool_calls, tokens, "
+                     "finish_reason} | nil, err",
+                     "Ask a model (an llm.model entry's meta.name; default `local`, the node's own small model)."),
+        "structured_output": ("llm.structured_output(schema, prompt, options?) -> {result, tokens} | nil, err",
+                              "A reply that is a table matching the JSON schema."),
+        "ERROR_TYPE": ("llm.ERROR_TYPE", "Error kinds: INVALID_REQUEST, AUTHENTICATION, RATE_LIMIT, SERVER_ERROR, "
+                       "CONTEXT_LENGTH, CONTENT_FILTER, TIMEOUT, MODEL_ERROR, NETWORK_ERROR (err starts with one)."),
+        "FINISH_REASON": ("llm.FINISH_REASON", "STOP, LENGTH, CONTENT_FILTER, TOOL_CALL, ERROR."),
+    },
+    "prompt": {
+        "new": ("prompt.new() -> builder", "A conversation: :add_system, :add_user, :add_assistant, "
+                ":add_function_call(name, args, id), :add_function_result(name, result, id), :get_messages()."),
+        "with_system": ("prompt.with_system(text) -> builder", "A builder starting with a system message."),
+    },
+    "agent": {
+        "run": ("agent.run(id, input, {max_steps = 8, session = id?}?) -> {result, steps, tokens, session} | nil, err",
+                "Run an agent.gen1 entry until it answers (tools run as funcs.call in this process's identity)."),
+        "spawn": ("agent.spawn(id, {session?, max_steps?, stream?}?) -> pid | nil, err",
+                  "An agent process: send it topic `message` {text, reply_to?}; it answers on topic `answer`."),
+    },
     "supervisor": {
         "start": ("supervisor.start(spec | id) -> pid | nil, err",
                   "Start a supervisor {id=, strategy=, max_restarts=, period=, children={...}} or a "

@@ -81,3 +81,12 @@ def test_every_api_function_has_a_doc() -> None:
 def test_is_complete(code: str, status: str) -> None:
     """An unfinished chunk is incomplete; a wrong one invalid."""
     assert is_complete(code) == status
+
+
+def test_the_agent_modules_complete_and_inspect() -> None:
+    from wippy.runtime import luadoc
+
+    assert luadoc.complete("agent.r", 7)[0] == ["run"]
+    assert luadoc.complete("llm.", 4)[0] == ["ERROR_TYPE", "FINISH_REASON", "generate", "structured_output"]
+    sig, _ = luadoc.inspect("prompt.new(", 10) or ("", "")
+    assert sig.startswith("prompt.new() -> builder")
