@@ -205,3 +205,39 @@ def test_run_fails_when_a_required_service_cannot_start(tmp_path: Path) -> None:
     assert r.returncode == 1, (r.stdout, r.stderr)
     assert "cannot start" in r.stderr and "app:db" in r.stderr and "cannot reach the database" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_an_agent_runs_headless_on_the_local_model(tmp_path: Path) -> None:
+    """`wippy run` of a tree with a tool, an agent and a process that runs it: the node serves `local`."""
+    (tmp_path / "_index.yaml").write_text(textwrap.dedent("""\
+        namespace: app
+        entries:
+          - name: add
+            kind: function.lua
+            meta:
+              type: tool
+              llm_description: adds two numbers a and b
+              input_schema: {type: object, properties: {a: {type: number}, b: {type: number}}, required: [a, b]}
+            source: "return { main = function(args) return args.a + args.b end }"
+          - name: helper
+            kind: registry.entry
+            meta: {type: agent.gen1, name: helper}
+            prompt: Use a tool when one fits, then answer with its result.
+            temperature: 0
+            max_tokens: 64
+            tools: [app:add]
+          - name: main
+            kind: process.lua
+            modules: [agent]
+            source: |
+              return { main = function()
+                local r, err = agent.run("app:helper", "What is 10 plus 32?", {max_steps = 3})
+                if not r then error(err) end
+                print("steps", r.steps, "session", type(r.session))
+              end }
+        """))
+    r = wippy("run", str(tmp_path), "--entry", "app:main", timeout=120)
+    assert r.returncode == 0, r.stderr
+    line = r.stdout.strip().splitlines()[-1].split("\t")
+    assert line[0] == "steps" and 1 <= int(line[1]) <= 3 and line[2:] == ["session", "string"]
