@@ -135,8 +135,9 @@ class SessionPicture:
         parts.append('<table class="wippy-agent-steps" style="border-collapse:collapse;font-family:monospace">')
         for kind, n, line in self.lines():
             colour = KIND_COLOURS.get(kind, "#555")
-            parts.append(f'<tr data-kind="{kind}" data-step="{n}"><td style="color:#888;padding-right:8px">{n}</td>'
-                         f'<td style="color:{colour};padding-right:8px">{kind}</td><td>{e(line)}</td></tr>')
+            cell = "text-align:left;vertical-align:top;padding:1px 8px 1px 0"
+            parts.append(f'<tr data-kind="{kind}" data-step="{n}"><td style="color:#888;{cell}">{n}</td>'
+                         f'<td style="color:{colour};{cell}">{kind}</td><td style="{cell}">{e(line)}</td></tr>')
         parts.append("</table>")
         for v, diff in self.diffs.items():
             parts.append(f"<details><summary>registry diff v{v - 1} → v{v}</summary><pre>{e(diff)}</pre></details>")

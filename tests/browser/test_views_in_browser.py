@@ -110,3 +110,21 @@ def test_clearing_the_outputs_ends_the_live_views(page, lab):
     clear_all_outputs(page)  # Edit > Clear Outputs of All Cells: Lab removes the widgets' views, keeps models
     said = execute_new_cell(page, _LIVE_AFTER_CLEAR)
     assert said.startswith("live views: 0 "), f"the views outlived the clear: {said!r}"
+
+
+def test_07_agents_sessions_are_drawn_and_a_live_session_view_freezes(page, lab):
+    """07-agents on the local model in JupyterLab: every session picture is drawn (steps with their kinds),
+    and a %%agent cell without --static shows the live view, which leaves the answered session's picture."""
+    open_notebook(page, "07-agents.ipynb")
+    cells = run_all(page, timeout=240)
+    assert not error_outputs(cells), f"error outputs in 07-agents: {error_outputs(cells)}"
+    pictures = wait_for_selector_in_output(page, ".wippy-agent-session", timeout=60)
+    assert pictures.count() >= 4, "07 shows a session picture per %%agent cell"
+    assert page.locator('.wippy-agent-session tr[data-kind="tool"]').count() > 0
+    execute_new_cell(page, "%%agent app:helper --max-steps 2\nShout the word hello.", timeout=120)
+    done = wait_for_selector_in_output(page, '.wippy-agent-session[data-status="answered"], '
+                                             '.wippy-agent-session[data-status="stopped"]', timeout=60)
+    assert done.last.locator('tr[data-kind="model"]').count() >= 1
+    hide_left_sidebar(page)
+    done.last.evaluate("e => e.closest('.jp-CodeCell').scrollIntoView({block: 'start'})")
+    screenshot(page, "07-agents-session")
