@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from wippy.runtime import Node
 from wippy.runtime.teach import TeachError
 
