@@ -3,9 +3,10 @@
 ``%%lua`` / ``%lua`` (magics/lua.py), ``%ps``, ``%mailbox``, ``%spawn``, ``%send``, ``%kill``, ``%cancel``,
 ``%logs`` (magics/process.py), ``%registry`` (magics/registry.py), ``%tree`` (magics/supervision.py),
 ``%%trace`` / ``%trace`` (magics/trace.py), ``%workflow`` (magics/workflow.py) and ``%whoami`` /
-``%policy`` (magics/security.py), ``%%agent`` / ``%agent`` (magics/agent.py); the live views they
-show are in magics/views/. The Wippy kernel loads them itself, sharing its node; in any other IPython
-kernel, ``%load_ext wippy.magics`` loads them and starts a node of its own. Either way the node is
+``%policy`` (magics/security.py), ``%%agent`` / ``%agent`` (magics/agent.py), ``%runtime``
+(magics/teach.py); the live views they show are in magics/views/. The Wippy kernel loads them itself,
+sharing its node; in any other IPython kernel, ``%load_ext wippy.magics`` loads them and starts a node
+of its own. Either way the node is
 :func:`node` here and ``node`` in the user namespace.
 
 IPython is imported lazily (in :func:`load_ipython_extension`), so importing this package stays cheap.
@@ -41,6 +42,7 @@ def load_ipython_extension(ipython: Any) -> None:
     from .registry import RegistryMagics, show_watch_reports
     from .security import SecurityMagics
     from .supervision import SupervisionMagics
+    from .teach import RuntimeMagics
     from .trace import TraceMagics
     from .workflow import WorkflowMagics
 
@@ -50,7 +52,7 @@ def load_ipython_extension(ipython: Any) -> None:
     n.shell()
     ipython.register_magics(LuaMagics, ProcessMagics)
     ipython.register_magics(RegistryMagics, SupervisionMagics, TraceMagics)
-    ipython.register_magics(WorkflowMagics, SecurityMagics, AgentMagics)
+    ipython.register_magics(WorkflowMagics, SecurityMagics, AgentMagics, RuntimeMagics)
     install_error_display(ipython)
     ipython.events.register("pre_run_cell", lambda *_: show_watch_reports())
     ipython.events.register("pre_run_cell", _pre_run_cell)

@@ -59,7 +59,11 @@ def run_in_shell(code: str, timeout: float | None = None) -> LuaValue | None:
     Returns a :class:`LuaValue`, or None when the chunk returned nothing (then there is no result).
     Raises LuaError, Timeout (the cell was stopped) or KeyboardInterrupt, marked as coming from a cell.
     """
-    shell = node().shell()
+    n = node()
+    if n.shell().host.paused:
+        raise UsageError(f"the host {n.shell().host.name} is paused (%runtime pause): a cell's Lua runs there and "
+                         "would wait for ever; %runtime step N or %runtime resume first")
+    shell = n.shell()
     try:
         res = shell.run(code, timeout=timeout, on_output=_write_line)
     except (LuaError, Timeout, KeyboardInterrupt) as exc:

@@ -140,6 +140,7 @@ class Host:
         self._cap = self.options.heap_limit
         self._s: Any = None
         self._stopping = False
+        self._paused = False   # teaching mode: S.run is not called; events wait in K.held (teach.lua)
         self.crashes = 0
         self._reported: set[str] = set()
         self._tracing = False   # spawns and sends recorded in Lua for node.events (host thread sets it)
@@ -191,6 +192,39 @@ class Host:
             return fut.result(timeout)
         except TimeoutError:
             raise Timeout(f"host '{self.name}' did not answer within {timeout}s") from None
+
+    @property
+    def paused(self) -> bool:
+        """True while teaching mode holds this host (``Teach.pause``)."""
+        return self._paused
+
+    def teach(self, op: str, n: int = 1) -> Any:
+        """Teaching mode on this host (any thread; runs on the host thread): ``pause`` (True if it was
+        running), ``resume`` (how many held events happened), ``step`` (the lines of the ``n`` events
+        made to happen), ``status`` (paused, the held events' lines, the step count)."""
+
+        def run(ctx: HostContext) -> Any:
+            s = self._s
+            if op == "pause":
+                was = bool(s.teach_pause())
+                self._paused = True
+                return was
+            if op == "resume":
+                self._paused = False
+                return int(s.teach_resume())
+            if op == "step":
+                lines, err = _pair(s.teach_step(n, self.port.clock.monotonic()))
+                if lines is None:
+                    raise HostError(f"host '{self.name}' is not paused: %runtime pause first ({_s(err)})")
+                return [_s(v) for v in lines.values()]
+            if op == "status":
+                r = s.teach_status()
+                paused, held = (r[0], r[1]) if isinstance(r, tuple) else (r, None)
+                count = int(r[2]) if isinstance(r, tuple) and len(r) > 2 else 0
+                return bool(paused), [_s(v) for v in held.values()] if held is not None else [], count
+            raise ValueError(f"teach: unknown operation {op!r}")
+
+        return self.call(run)
 
     def submit(self, fn: Callable[[HostContext], T]) -> Future[T]:
         """Like :meth:`call` without waiting: the future completes on the host thread."""
@@ -414,7 +448,7 @@ class Host:
                     stop_at = self._begin_stop(grace)
             self._tighten()
             try:
-                more, deadline = s_run(clock.monotonic(), RUN_BATCH)
+                more, deadline = (False, -1) if self._paused else s_run(clock.monotonic(), RUN_BATCH)
             except lua54.LuaMemoryError:
                 # the heap limit hit the scheduler itself between two processes: free and go on
                 self.crashes += 1
@@ -456,6 +490,9 @@ class Host:
     def _begin_stop(self, grace: float) -> float:
         # the grace period of a stop is real time, also under a FakeClock: a stop must end
         self._stopping = True
+        if self._paused:   # a paused host stops like a running one: what was held happens first
+            self._paused = False
+            self._s.teach_resume()
         self._s.cancel_all(b"node stopping")
         return time.monotonic() + grace
 

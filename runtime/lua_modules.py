@@ -40,6 +40,7 @@ SCHEDULER_MODULES: tuple[str, ...] = (
     "agents",         # the `llm`, `prompt` and `agent` modules
     "shell",          # the notebook's shell process
     "introspection",  # statistics for Python, internals for workflow.lua
+    "teach",          # teaching mode: pause, step, resume (held events)
 )
 
 _LOADER = b"""

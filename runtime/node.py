@@ -38,6 +38,7 @@ from .registry import ChangeSet, Registry, matches
 from .shell import Shell
 from .supervisor import Supervision
 from .supervisor_tree import TreeEvent
+from .teach import Teach
 from .workflow import Workflows
 
 __all__ = ["DEFAULT_HOST", "HostStatistics", "Node", "NodeStatistics", "ProcessStatistics", "parse_pid"]
@@ -228,6 +229,8 @@ class Node:
         self.workflows: Workflows = Workflows(self._parts, workflow_store, workflow_ttl)
         #: agents (runtime/agents.py): models, the agent loop, sessions (data_dir/agents.sqlite), breakpoints
         self.agents: Agents = Agents(self._parts)
+        #: teaching mode (runtime/teach.py): pause, step and resume hosts
+        self.teach: Teach = Teach(lambda: dict(self.hosts))
         self.entries.add_validator(self.agents.validator)
 
     # ------------------------------------------------------------------ lifecycle (any thread)

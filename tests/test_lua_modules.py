@@ -27,7 +27,7 @@ SCHEDULER_DIR = Path(lua_modules.__file__).parent / "lua" / "scheduler"
 EXPECTED_ORDER = (
     "core", "channels", "copy", "timers", "time", "limits", "sandbox", "security", "tracing", "names",
     "messages", "links", "env", "entries", "spawn", "process", "run", "registry", "funcs", "supervisor", "agents",
-    "shell", "introspection",
+    "shell", "introspection", "teach",
 )
 
 _TOKEN = re.compile(

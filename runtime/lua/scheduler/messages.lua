@@ -42,8 +42,12 @@ local function glob_to_pattern(g)
   return "^" .. pat .. "$"
 end
 
+K.held = false   -- the held events of a paused host (teach.lua), false while it runs
+
 -- Deliver an already-copied payload to a live local process.
 local function deliver(t, from, topic, data)
+  local held = K.held   -- a paused host (teach.lua) keeps every delivery until a step or resume
+  if held then held[#held + 1] = { "deliver", t, from, topic, data }; return end
   t[N_IN] = t[N_IN] + 1
   if t.wf then return S.wf_deliver(t, from, topic, data) end   -- a workflow: journaled (workflow.lua)
   local ls = t.listeners
@@ -153,8 +157,10 @@ function P.send(dest, topic, payload, extra, ...)
   else
     local ok, err = send_from(p.pid, dest, topic, payload)
     if not ok then return nil, err end
-    if topic_ok_n > 10000 then TOPIC_OK, topic_ok_n = {}, 0 end
-    if not TOPIC_OK[topic] then TOPIC_OK[topic] = true; topic_ok_n = topic_ok_n + 1 end
+    if not K.held then   -- a paused host keeps every send on this path, where deliver holds it
+      if topic_ok_n > 10000 then TOPIC_OK, topic_ok_n = {}, 0 end
+      if not TOPIC_OK[topic] then TOPIC_OK[topic] = true; topic_ok_n = topic_ok_n + 1 end
+    end
   end
   p[N_OUT] = p[N_OUT] + 1
   local calls = K.api_calls + 1
@@ -166,6 +172,9 @@ function P.send(dest, topic, payload, extra, ...)
   end
   return true
 end
+
+-- teaching mode's pause: no send may take the fast path (which delivers without `deliver`)
+K.forget_fast_topics = function() TOPIC_OK, topic_ok_n = {}, 0 end
 
 function P.inbox()
   local p = cur("inbox")

@@ -95,9 +95,8 @@ end
 
 -- Run until the run queue is empty or `budget` resumes were made. Returns (more_work, next_deadline)
 -- with next_deadline = -1 when no timer is pending.
-function S.run(now, budget)
-  K.step_now = now
-  run_timers(now)
+-- Resume queued processes until the queue is empty or `budget` resumes were made.
+local function drain(budget)
   local n = 0
   local head = K.rq_head
   while head <= K.rq_tail do
@@ -131,10 +130,18 @@ function S.run(now, budget)
   end
   stats.resumes = stats.resumes + n
   if K.rq_head > K.rq_tail then K.rq_head, K.rq_tail = 1, 0 end
+end
+
+-- One step of the host: timers due by `now`, then the run queue; the records and journal rows of the
+-- step go to Python; returns whether runnable processes are left and the next timer's deadline.
+function S.run(now, budget)
+  K.step_now = now
+  run_timers(now)
+  drain(budget)
   local flush = S.trace_flush   -- while tracing: this step's records go to Python in one call
   if flush then flush() end
   local wf_flush = S.wf_flush   -- durable workflows: this step's journal rows, one transaction (workflow.lua)
   if wf_flush then wf_flush() end
   return K.rq_head <= K.rq_tail, next_deadline()
 end
-K.error_text = error_text
+K.error_text, K.drain = error_text, drain

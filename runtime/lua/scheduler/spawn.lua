@@ -106,7 +106,8 @@ local function spawn_local(pid, id, opts, ...)
       end
     end
   end
-  enqueue(p)
+  local held = K.held   -- a paused host (teach.lua): the first run waits for a step
+  if held then held[#held + 1] = { "spawn", p } else enqueue(p) end
   return pid
 end
 
