@@ -75,7 +75,7 @@ class Teach:
             raise TeachError(f"step: N must be a positive integer, got {n!r}")
         hosts = [h for h in self._pick(host) if h.paused]
         if not hosts:
-            where = f"host '{host}' is" if host else "no host is"
+            where = f"host '{host}' is not" if host else "no host is"
             raise TeachError(f"step: {where} paused; %runtime pause (node.teach.pause()) first")
         lines: list[str] = []
         if len(hosts) == 1:

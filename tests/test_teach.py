@@ -96,6 +96,8 @@ def test_a_paused_host_still_answers_the_views_and_a_step_fires_a_timer(node: No
 def test_bad_input_is_a_clear_error(node: Node) -> None:
     with pytest.raises(TeachError, match="no host is paused; %runtime pause"):
         node.teach.step()
+    with pytest.raises(TeachError, match="host 'app:processes' is not paused"):
+        node.teach.step(1, host="app:processes")
     node.teach.pause()
     with pytest.raises(TeachError, match="N must be a positive integer, got -1"):
         node.teach.step(-1)
