@@ -74,8 +74,10 @@ def magics_shell(data: Path) -> Iterator[Any]:
         wippy.magics.set_node(None)
         shell = InteractiveShell.instance()
         shell.run_line_magic("load_ext", "wippy.magics")
-        yield shell
-        shell.run_line_magic("unload_ext", "wippy.magics")
+        try:
+            yield shell
+        finally:   # a failing test must not leave its node to the next test file
+            shell.run_line_magic("unload_ext", "wippy.magics")
 
 
 def usage_error(ip: Any, cell: str, capsys: pytest.CaptureFixture[str], one_line: bool = False) -> str:
