@@ -4,13 +4,13 @@ Paused, a host runs nothing: every delivery, every spawn's first run and the pro
 runnable when it paused wait, in the order they happened (scheduler/teach.lua). ``step(n)`` makes the
 next ``n`` events happen, each followed by what it woke (whose own sends wait in turn), and returns one
 line per event (``3 deliver ping {app:processes|0x00002} -> {app:processes|0x00003}``); with nothing
-held, a step fires the host's next timer at once. ``resume`` lets every held event happen, in order:
-pausing never loses or reorders a message.
+held, a step fires the host's next timer, moving the host's virtual clock to its deadline (while
+paused, timers and ``time.now()`` follow that clock). ``resume`` lets every held event happen, in
+order: pausing never loses or reorders a message.
 
-Built so far: pause, step, resume and status. Not yet: the virtual clock (while paused, ``time.now()``
-still reads the wall clock, and a timer a step fires early fires before its deadline), seeds
-(``seed(s)`` refuses, saying so), exits and link signals as events of their own (they happen within
-the step of the process that ended).
+Built so far: pause, step, resume, status and the virtual clock. Not yet: seeds (``seed(s)`` refuses,
+saying so), exits and link signals as events of their own (they happen within the step of the process
+that ended).
 
 Threads: any thread; each call runs on the host's thread (``Host.teach``).
 """

@@ -117,3 +117,20 @@ def test_a_node_stops_while_paused(node: Node) -> None:
     node.teach.pause()
     node.spawn("app:pong")
     # the fixture stops the node: a paused host stops like a running one
+
+
+def test_timers_run_on_a_virtual_clock_while_paused(node: Node) -> None:
+    node.define("app:sleeper", "process.lua", source="""return { main = function(name, d)
+      local t0 = time.now()
+      time.sleep(d)
+      local waited = time.now():sub(t0):seconds()
+      print(name .. " " .. tostring(waited >= 3600 * (d == "2h" and 2 or 1)))
+    end }""")
+    node.teach.pause()
+    late = node.spawn("app:sleeper", "late", "2h")
+    early = node.spawn("app:sleeper", "early", "1h")
+    assert [ln.split(" ", 1)[1] for ln in node.teach.step(2)] == [f"spawn app:sleeper {late}",
+                                                                   f"spawn app:sleeper {early}"]
+    assert node.teach.step(2) == ["3 timer", "4 timer"]   # two hours pass in two steps, the earlier first
+    assert node.logs(early) == ["early true"] and node.logs(late) == ["late true"]
+    assert node.teach.step() == []                        # nothing left: the world is still

@@ -8,11 +8,13 @@
 --   Python does not call S.run while the host is paused (host.py), so nothing else runs.
 -- Uses from core: runq / K.rq_head / K.rq_tail, enqueue; from messages: K.held, K.deliver,
 --   K.forget_fast_topics;
---   from timers: run_timers, next_deadline; from run: K.drain.
+--   from timers: run_timers, next_deadline, K.vclock (the virtual clock: set at pause, moved by a
+--   step that fires a timer, dropped at resume), K.real_mono; from run: K.drain.
 local S, K = ...
 local tostring, huge = tostring, math.huge
 local runq, enqueue = K.runq, K.enqueue
 local deliver, run_timers, next_deadline, drain = K.deliver, K.run_timers, K.next_deadline, K.drain
+local vclock, real_mono, py_now_ns = K.vclock, K.real_mono, K.py.now_ns
 
 local step_no = 0
 local function short(v)
@@ -33,6 +35,8 @@ function S.teach_pause()
   K.rq_head, K.rq_tail = 1, 0
   K.held = held
   K.forget_fast_topics()   -- every send now goes through deliver, which holds it
+  local m = real_mono()    -- the virtual clock starts where the host's clock stands
+  vclock.v, vclock.mono0, vclock.wall0 = m, m, py_now_ns()
   return true
 end
 
@@ -73,7 +77,8 @@ function S.teach_step(n, now)
     else
       local d = next_deadline()
       if d < 0 then break end   -- nothing held, no timer: the world is still
-      run_timers(d > now and d or now)
+      if d > vclock.v then vclock.v = d end   -- the virtual clock jumps to the next deadline
+      run_timers(vclock.v)
       line = "timer"
     end
     drain(huge)
@@ -92,6 +97,7 @@ function S.teach_resume()
   local held = K.held
   if not held then return 0 end
   K.held = false
+  vclock.v = false   -- the host's clock again (timers whose deadline passed meanwhile fire now)
   for i = 1, #held do
     local ev = held[i]
     local p = ev[2]

@@ -2,7 +2,7 @@
 --
 -- Owns: a binary heap of timer entries on (deadline, seq), cancelled lazily (entry.off); timer_add,
 --   run_timers (fire what is due, called by the run loop), next_deadline, timer_count; mono (the
---   host's monotonic clock, py.monotonic).
+--   host's monotonic clock, py.monotonic, or teaching mode's virtual clock K.vclock while it is set).
 -- Uses: nothing from the modules before it.
 local S, K = ...
 local py = K.py
@@ -11,7 +11,15 @@ local py = K.py
 -- Timers: a binary heap on (deadline, seq); entries are cancelled lazily.
 -------------------------------------------------------------------------------------------------
 local heap, hn, tseq = {}, 0, 0
-local mono = py.monotonic
+local real_mono = py.monotonic
+-- teaching mode's virtual clock (teach.lua): while `vclock.v` is a number, it is the host's monotonic
+-- time (a step that fires a timer moves it to the deadline); `wall0`/`mono0` map it to wall-clock time
+local vclock = { v = false, wall0 = 0, mono0 = 0 }
+local function mono()
+  local v = vclock.v
+  if v then return v end
+  return real_mono()
+end
 
 local function less(a, b) return a.t < b.t or (a.t == b.t and a.s < b.s) end
 
@@ -60,3 +68,4 @@ local function timer_count() return hn end
 
 K.timer_add, K.run_timers, K.next_deadline, K.timer_count, K.mono = timer_add, run_timers, next_deadline,
   timer_count, mono
+K.vclock, K.real_mono = vclock, real_mono
