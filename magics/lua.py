@@ -64,8 +64,13 @@ def run_in_shell(code: str, timeout: float | None = None) -> LuaValue | None:
         raise UsageError(f"the host {n.shell().host.name} is paused (%runtime pause): a cell's Lua runs there and "
                          "would wait for ever; %runtime step N or %runtime resume first")
     shell = n.shell()
+    seeded = n.teach.current_seed is not None
+    if seeded:   # teaching mode with a seed: the cell starts from a settled world, the same every run
+        n.teach.settle()
     try:
         res = shell.run(code, timeout=timeout, on_output=_write_line)
+        if seeded:   # and ends once what it set off has settled (its output then belongs to it)
+            n.teach.settle()
     except (LuaError, Timeout, KeyboardInterrupt) as exc:
         setattr(exc, _FROM_CELL, True)
         raise

@@ -28,9 +28,9 @@ from typing import Any
 __all__ = ["KINDS", "EventBus", "RuntimeEvent", "Subscription", "payload_size", "preview"]
 
 #: every kind of event, in the order the docs list them
-KINDS: frozenset[str] = frozenset({"spawn", "exit", "send", "tree", "registry", "security.denied"})
+KINDS: frozenset[str] = frozenset({"spawn", "exit", "send", "tree", "registry", "security.denied", "teach.step"})
 #: kinds recorded inside Lua, which need the hosts' trace switch on
-TRACED: frozenset[str] = frozenset({"spawn", "send"})
+TRACED: frozenset[str] = frozenset({"spawn", "send", "teach.step"})
 PREVIEW_CHARS = 80        #: a preview is at most this long (Lua's side cuts the same way)
 SIZE_ITEMS = 10_000       #: table entries counted by :func:`payload_size` before it stops (approximate)
 
@@ -40,15 +40,15 @@ class RuntimeEvent:
     """One thing that happened in the node, in publication order (``seq``)."""
 
     seq: int                    #: global order of publication (node-wide, increasing)
-    kind: str                   #: spawn | exit | send | tree | registry | security.denied
+    kind: str                   #: spawn | exit | send | tree | registry | security.denied | teach.step
     time: float                 #: unix seconds (node.clock.now_ns()) when it was published
     pid: str | None = None      #: spawn/exit: the process; send: the receiver; tree: the tree node's PID
     peer: str | None = None     #: send: the sender (None from Python without a mailbox); spawn: the parent
-    topic: str | None = None    #: send: the topic
+    topic: str | None = None    #: send: the topic; teach.step: the step's line (``3 deliver ping A -> B``)
     size: int | None = None     #: send: approximate payload size in bytes (see :func:`payload_size`)
     preview: str | None = None  #: send: the payload as short Lua-like text (at most 80 characters)
     entry: str | None = None    #: spawn: the entry ID; tree: the tree node's id
-    host: str | None = None     #: spawn/exit/send: the host of ``pid``
+    host: str | None = None     #: spawn/exit/send: the host of ``pid``; teach.step: the stepped host
     reason: str | None = None   #: exit: the exit reason; tree: the node's new status; registry: "v<N>";
     #: security.denied: "denied by policy <id>" or "no policy allows it"
     error: str | None = None    #: exit: first line of the error; tree: the last exit text
@@ -205,7 +205,7 @@ class EventBus:
         unknown = ks - KINDS
         if unknown:
             raise ValueError(f"unknown event kind(s) {', '.join(sorted(unknown))} "
-                             f"(kinds: spawn, exit, send, tree, registry, security.denied)")
+                             f"(kinds: spawn, exit, send, tree, registry, security.denied, teach.step)")
         if isinstance(pids, str):
             pids = (pids,)
         if maxlen < 1:

@@ -43,6 +43,9 @@ DEFAULT_HEAP_LIMIT = 256 * 1024 * 1024
 HEADROOM = 4 * 1024 * 1024  # bytes above the heap limit kept free for pushes from Python
 RUN_BATCH = 20_000          # resumes per run step before Python looks at its queue again
 _REMOTE_PID_BASE = 1 << 40  # PIDs allocated from outside the host (Python, other hosts) start here
+_SEEDED_BATCH = 1000        # seeded (teaching mode): events per S.teach_run
+_PY_POLL = 0.002            # seeded: how often a host waiting for the supervision to act looks again
+_PY_WAIT_MAX = 10.0         # seeded: at most this long (real seconds) before it goes on regardless
 
 
 def _deny_attributes(obj: object, name: object, is_setting: bool) -> object:
@@ -141,6 +144,8 @@ class Host:
         self._s: Any = None
         self._stopping = False
         self._paused = False   # teaching mode: S.run is not called; events wait in K.held (teach.lua)
+        self._seeded = False   # teaching mode with a seed: S.teach_run instead of S.run
+        self._py_wait = 0.0    # seeded: since when the host waits for Python to act on an exit (0: not)
         self.crashes = 0
         self._reported: set[str] = set()
         self._tracing = False   # spawns and sends recorded in Lua for node.events (host thread sets it)
@@ -198,30 +203,47 @@ class Host:
         """True while teaching mode holds this host (``Teach.pause``)."""
         return self._paused
 
-    def teach(self, op: str, n: int = 1) -> Any:
-        """Teaching mode on this host (any thread; runs on the host thread): ``pause`` (True if it was
-        running), ``resume`` (how many held events happened), ``step`` (the lines of the ``n`` events
-        made to happen), ``status`` (paused, the held events' lines, the step count)."""
+    @property
+    def seeded(self) -> bool:
+        """True while teaching mode runs this host from a seed (``Teach.seed``)."""
+        return self._seeded
+
+    def teach(self, op: str, n: int | None = 1) -> Any:
+        """Teaching mode on this host (any thread; runs on the host thread, scheduler/teach.lua):
+        ``pause`` (True if it was running), ``resume`` (how many held events there were), ``step``
+        (the lines of up to ``n`` events, and whether the last one told a Python watcher of an exit),
+        ``seed`` (``n`` an integer, or None to drop the seed), ``status`` (paused, held lines, steps,
+        seeded, the next event's line), ``quiet`` (seeded: nothing to do before real time moves),
+        ``log`` (the last ``n`` event lines)."""
 
         def run(ctx: HostContext) -> Any:
             s = self._s
+            now = self.port.clock.monotonic()
             if op == "pause":
                 was = bool(s.teach_pause())
                 self._paused = True
                 return was
             if op == "resume":
                 self._paused = False
-                return int(s.teach_resume())
+                return int(s.teach_resume(now))
             if op == "step":
-                lines, err = _pair(s.teach_step(n, self.port.clock.monotonic()))
+                lines, touched = _pair(s.teach_step(n))
                 if lines is None:
-                    raise HostError(f"host '{self.name}' is not paused: %runtime pause first ({_s(err)})")
-                return [_s(v) for v in lines.values()]
+                    raise HostError(f"host '{self.name}' is not paused: %runtime pause first ({_s(touched)})")
+                return [_s(v) for v in lines.values()], bool(touched)
+            if op == "seed":
+                s.teach_seed(False if n is None else n, now)
+                self._seeded = n is not None
+                self._py_wait = 0.0
+                return None
             if op == "status":
-                r = s.teach_status()
-                paused, held = (r[0], r[1]) if isinstance(r, tuple) else (r, None)
-                count = int(r[2]) if isinstance(r, tuple) and len(r) > 2 else 0
-                return bool(paused), [_s(v) for v in held.values()] if held is not None else [], count
+                paused, held, steps, seeded, nxt = s.teach_status()
+                return (bool(paused), [_s(v) for v in held.values()], int(steps), bool(seeded),
+                        None if nxt is None else _s(nxt))
+            if op == "quiet":
+                return bool(s.teach_quiet(now)) and not self._py_wait
+            if op == "log":
+                return [_s(v) for v in s.teach_log(n or 0).values()]
             raise ValueError(f"teach: unknown operation {op!r}")
 
         return self.call(run)
@@ -448,7 +470,13 @@ class Host:
                     stop_at = self._begin_stop(grace)
             self._tighten()
             try:
-                more, deadline = (False, -1) if self._paused else s_run(clock.monotonic(), RUN_BATCH)
+                deadline: float
+                if self._paused:
+                    more, deadline = False, -1.0
+                elif self._seeded:
+                    more, deadline = self._seeded_run(clock.monotonic())
+                else:
+                    more, deadline = s_run(clock.monotonic(), RUN_BATCH)
             except lua54.LuaMemoryError:
                 # the heap limit hit the scheduler itself between two processes: free and go on
                 self.crashes += 1
@@ -476,6 +504,8 @@ class Host:
                 timeout = max(0.0, deadline - clock.monotonic())
                 if clock.fake:
                     timeout = None if timeout > 0 else 0.0
+            if self._py_wait:   # seeded: look again soon whether the supervision has acted
+                timeout = _PY_POLL if timeout is None else min(timeout, _PY_POLL)
             if stop_at is not None:
                 remaining = max(0.0, stop_at - time.monotonic())
                 timeout = remaining if timeout is None else min(timeout, remaining)
@@ -487,12 +517,30 @@ class Host:
             if grace is not None and stop_at is None:
                 stop_at = self._begin_stop(grace)
 
+    def _seeded_run(self, now: float) -> tuple[bool, float]:
+        """Seeded and running (host thread): the next events in the seeded order (S.teach_run). After
+        an event that told a Python watcher (the supervision) of an exit, the next events wait until
+        it has acted (its spawns and signals then come first, in its order), at most _PY_WAIT_MAX s;
+        meanwhile the host still serves its queue."""
+        if self._py_wait:
+            if not self.port.python_quiet() and time.monotonic() - self._py_wait < _PY_WAIT_MAX:
+                return False, -1
+            self._py_wait = 0.0
+        more, deadline, touched = self._s.teach_run(now, _SEEDED_BATCH)
+        if touched:
+            self._py_wait = time.monotonic()
+            return False, -1
+        return bool(more), float(deadline)
+
     def _begin_stop(self, grace: float) -> float:
         # the grace period of a stop is real time, also under a FakeClock: a stop must end
         self._stopping = True
-        if self._paused:   # a paused host stops like a running one: what was held happens first
-            self._paused = False
-            self._s.teach_resume()
+        if self._paused or self._seeded:   # a held host stops like a running one: what was held happens first
+            now = self.port.clock.monotonic()
+            self._s.teach_seed(False, now)
+            self._paused = self._seeded = False
+            self._py_wait = 0.0
+            self._s.teach_resume(now)
         self._s.cancel_all(b"node stopping")
         return time.monotonic() + grace
 

@@ -126,3 +126,8 @@ class HostPort(Protocol):
     def shell_poll(self) -> bool:
         """Whether the running cell was interrupted (polled by the shell's count hook)."""
         ...
+
+    def python_quiet(self) -> bool:
+        """Teaching mode, seeded: whether the node's Python actors (the supervision) have acted on
+        everything they were told and wait for input (polled by a host thread)."""
+        ...

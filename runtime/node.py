@@ -230,7 +230,7 @@ class Node:
         #: agents (runtime/agents.py): models, the agent loop, sessions (data_dir/agents.sqlite), breakpoints
         self.agents: Agents = Agents(self._parts)
         #: teaching mode (runtime/teach.py): pause, step and resume hosts
-        self.teach: Teach = Teach(lambda: dict(self.hosts))
+        self.teach: Teach = Teach(lambda: dict(self.hosts), lambda: self.supervision.quiet())
         self.entries.add_validator(self.agents.validator)
 
     # ------------------------------------------------------------------ lifecycle (any thread)
@@ -873,6 +873,9 @@ class Node:
         hosts: dict[str, str] = {}
         for i in range(0, len(values) - 5, 6):
             kind, pid_b, peer_b, a, b, c = values[i:i + 6]
+            if kind == b"teach.step":   # teaching mode: a step's line, before what it caused
+                add(("teach.step", None, None, _s(a), None, None, None, _s(pid_b)))
+                continue
             pid = text.get(pid_b)
             if pid is None:
                 pid = text[pid_b] = _s(pid_b)
@@ -1165,6 +1168,9 @@ class _Parts:
 
     def shell_poll(self) -> bool:
         return self._node._shell_poll()
+
+    def python_quiet(self) -> bool:
+        return self._node.supervision.quiet()
 
     # ---- MailboxOwner (any thread)
     def send(self, dest: str, topic: str, payload: Any = None, *, sender: str | None = None) -> None:

@@ -48,6 +48,7 @@ from .supervisor_spec import (
     parse_supervisor_entry,
 )
 from .supervisor_tree import TreeEvent, TreeNode, render_text
+from .wait_queue import WaitQueue
 
 if TYPE_CHECKING:
     from .clock import Clock
@@ -211,7 +212,7 @@ def _make_child(sup: _Sup, c: ChildSpec) -> _Item:
 class _Mailbox(Mailbox):
     """The supervision's own Python process: it monitors every child; EXIT events go to the queue."""
 
-    def __init__(self, node: MailboxOwner, pid: str, sink: queue.SimpleQueue[tuple[Any, ...]]) -> None:
+    def __init__(self, node: MailboxOwner, pid: str, sink: WaitQueue[tuple[Any, ...]]) -> None:
         super().__init__(node, pid)
         self._sink = sink
 
@@ -231,7 +232,7 @@ class Supervision:
         self.node = node
         #: the source of backoff jitter; tests seed it (``Supervision.rng.seed(1)``)
         self.rng = random.Random(seed)  # noqa: S311 -- jitter, not secrets
-        self._q: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._q: WaitQueue[tuple[Any, ...]] = WaitQueue()
         self._pending: collections.deque[tuple[Any, ...]] = collections.deque()
         self._lock = threading.RLock()
         self._root: list[_Item] = []                 # top-level supervisors and services, in start order
@@ -275,6 +276,12 @@ class Supervision:
         self._q.put(("wake",))
         thread.join(timeout)
         self._thread = None
+
+    def quiet(self) -> bool:
+        """Whether the supervision thread waits for input with nothing queued: it has acted on every
+        exit it was told of (teaching mode asks before the next event; any thread). True when the
+        thread is not running."""
+        return self._thread is None or self._q.idle()
 
     @property
     def pid(self) -> str:

@@ -89,7 +89,7 @@ def test_a_paused_host_still_answers_the_views_and_a_step_fires_a_timer(node: No
     settle(node, pid)
     node.teach.pause()
     assert pid in {p.pid for p in node.statistics().processes}   # snapshots work while paused
-    assert node.teach.step() == ["1 timer"]                        # the hour passes in one step
+    assert node.teach.step() == [f"1 timer {pid}"]                 # the hour passes in one step
     assert node.logs(pid) == ["woke"]
 
 
@@ -105,8 +105,12 @@ def test_bad_input_is_a_clear_error(node: Node) -> None:
         node.teach.pause("app:nope")
     with pytest.raises(TeachError, match="S must be an integer, got 'abc'"):
         node.teach.seed("abc")
-    with pytest.raises(TeachError, match="not built yet"):
-        node.teach.seed(7)
+    with pytest.raises(TeachError, match="S must be an integer, got 1.5"):
+        node.teach.seed(1.5)
+    with pytest.raises(TeachError, match="S must fit in 64 bits"):
+        node.teach.seed(2**64)
+    with pytest.raises(TeachError, match="log: N must be a positive integer, got 0"):
+        node.teach.log(last=0)
     node.teach.resume()
     assert not node.teach.paused()
 
@@ -131,6 +135,6 @@ def test_timers_run_on_a_virtual_clock_while_paused(node: Node) -> None:
     early = node.spawn("app:sleeper", "early", "1h")
     assert [ln.split(" ", 1)[1] for ln in node.teach.step(2)] == [f"spawn app:sleeper {late}",
                                                                    f"spawn app:sleeper {early}"]
-    assert node.teach.step(2) == ["3 timer", "4 timer"]   # two hours pass in two steps, the earlier first
+    assert node.teach.step(2) == [f"3 timer {early}", f"4 timer {late}"]   # two hours, the earlier first
     assert node.logs(early) == ["early true"] and node.logs(late) == ["late true"]
     assert node.teach.step() == []                        # nothing left: the world is still

@@ -62,6 +62,7 @@ __all__ = [
     "close_widget",
     "events_of",
     "live_views",
+    "refresh_views",
     "statistics",
     "timed_statistics",
 ]
@@ -392,6 +393,19 @@ def live_views() -> list[View]:
     table, included)."""
     with _live_lock:
         return [v for v in _live if not v.closed]
+
+
+def refresh_views(node: Node) -> None:
+    """After a teaching-mode step (any thread): the next snapshot of ``node`` is taken afresh and every
+    live view of it draws as soon as its pump allows, so each view follows each step."""
+    with _samplers_lock:
+        sampler = _samplers.get(node)
+    if sampler is not None:
+        with sampler.lock:
+            sampler.value = None
+    for v in live_views():
+        if getattr(v, "node", None) is node:
+            v.poke()
 
 
 def _ipython_kernel_shell() -> Any:

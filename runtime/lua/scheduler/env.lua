@@ -4,7 +4,8 @@
 --   modules loaded later add registry, funcs, supervisor, and workflow.lua adds its own; also S.MODULES),
 --   CORE (the modules every process has), the `logger`, `json` and `ctx` modules, the read-only
 --   shared libraries (string, table, math, utf8, coroutine, os), the locked string metatable, and
---   make_base (the allow-listed base environment of an entry).
+--   make_base (the allow-listed base environment of an entry); math.random per process once teaching
+--   mode has a seed (K.mix64, K.GOLDEN, K.seed_base).
 -- Uses from core: K.current, HOST, K.P, K.json_src; from channels: K.CHANNEL; from copy: copy_value;
 --   from time: K.TIME; from sandbox: SB, readonly; from security: K.SECURITY.
 local S, K = ...
@@ -94,9 +95,60 @@ S.MODULES = MODULES   -- later layers (registry, funcs) add theirs here
 local SAFE_STRING = {}
 for k, v in pairs(string) do if k ~= "dump" then SAFE_STRING[k] = v end end
 
+-- math.random and math.randomseed: the state's own generator, or, once teaching mode has a seed
+-- (teach.lua sets K.seed_base), the running process's own (p.rs, seeded at spawn from the seed and
+-- the spawn's rank): each process then draws the same numbers on every run with that seed.
+-- splitmix64 (Steele, Lea, Flood 2014) on Lua's wrapping 64-bit integers.
+local native_random, native_seed = math.random, math.randomseed
+local function mix64(z)
+  z = (z ~ (z >> 30)) * -4658895280553007687    -- 0xBF58476D1CE4E5B9
+  z = (z ~ (z >> 27)) * -7723592293110705685    -- 0x94D049BB133111EB
+  return z ~ (z >> 31)
+end
+local GOLDEN = -7046029254386353131              -- 0x9E3779B97F4A7C15
+local function next64(p)
+  local s = p.rs + GOLDEN
+  p.rs = s
+  return mix64(s)
+end
+local function seeded_random(p, n, m, hi)
+  local z = next64(p)
+  if n == 0 then return (z >> 11) * 2.0 ^ -53 end
+  local lo
+  if n == 1 then
+    lo, hi = 1, m
+  else
+    lo = m
+  end
+  if math.type(lo) ~= "integer" or math.type(hi) ~= "integer" then
+    lo, hi = math.tointeger(lo), math.tointeger(hi)
+    if not lo or not hi then error("bad argument to 'random' (number has no integer representation)", 3) end
+  end
+  if n == 1 and hi == 0 then return z end   -- math.random(0): every bit random, as Lua's
+  if lo > hi then error("bad argument to 'random' (interval is empty)", 3) end
+  return lo + (z >> 1) % (hi - lo + 1)
+end
+local MATH = {}
+for k, v in pairs(math) do MATH[k] = v end
+function MATH.random(...)
+  local p = K.current
+  if p and p.rs then return seeded_random(p, select("#", ...), ...) end
+  return native_random(...)
+end
+function MATH.randomseed(...)
+  local p = K.current
+  if p and p.rs then
+    local x = ...
+    p.rs = mix64(math.tointeger(x) or math.tointeger(math.floor(tonumber(x) or 0)) or 0)
+    return
+  end
+  return native_seed(...)
+end
+K.mix64, K.GOLDEN, K.seed_base, K.seed_rank = mix64, GOLDEN, false, 0
+
 local SHARED = {
   string = readonly(SAFE_STRING, "string"), table = readonly(table, "table"),
-  math = readonly(math, "math"), utf8 = readonly(utf8, "utf8"),
+  math = readonly(MATH, "math"), utf8 = readonly(utf8, "utf8"),
   coroutine = readonly(SB_COROUTINE, "coroutine"), os = readonly(safe_os(), "os"),
 }
 

@@ -4,7 +4,9 @@
 --   deliver_event, events_state (a process's events channel), check_killed, cancel_proc, the event
 --   kinds (EXIT, CANCEL, LINK_DOWN, OUTDATED); process.monitor, unmonitor, link, unlink, terminate,
 --   cancel, events; S.event, S.control (the same operations from Python or another host),
---   S.cancel_all, S.terminate_all.
+--   S.cancel_all, S.terminate_all; link_signal (a held link signal, applied by teach.lua).
+--   While teaching mode holds (K.held), exit and link signals, terminate/cancel between processes
+--   and every S.control are held events; K.py_touched says a Python watcher was told of an exit.
 -- Uses from core: procs, starts, stats, K.current, K.nprocs, K.delivered_dead, remember_exit, cur,
 --   is_local, not_running, CANCEL_GRACE, K.P; from channels: chan_new, chan_offer, chan_close; from
 --   copy: copy_value; from timers: timer_add, mono; from names: resolve; from security: sec_check
@@ -83,7 +85,10 @@ local function finish(p, reason, result)
   if links then
     local bad = abnormal(reason)
     for other in next, links do
-      if is_local(other) then
+      local held = K.held   -- teaching mode: the link signal is an event of its own (teach.lua)
+      if held and is_local(other) then
+        held[#held + 1] = { "link", other, p.pid, bad and result_for(p) or false, reason }
+      elseif is_local(other) then
         local o = procs[other]
         if o and o.links then
           o.links[p.pid] = nil
@@ -104,6 +109,8 @@ local function finish(p, reason, result)
   -- drop the coroutine without closing it: a killed process runs none of its code again (its
   -- <close> handlers would otherwise run inside whichever process killed it)
   p.co = nil; p.env = nil; starts[p] = nil; p.monitors = nil; p.links = nil
+  local ct = p.cancel_timer   -- it stopped within its grace: nothing left to enforce
+  if ct then ct.off = true end
 end
 
 -- Kill p from outside its own flow (terminate, linked failure, cancel without listener).
@@ -119,6 +126,8 @@ function kill(p, reason, msg)
 end
 
 function deliver_event(watcher, ev)
+  local held = K.held   -- teaching mode: an exit (or link) signal waits for its step (teach.lua)
+  if held then held[#held + 1] = { "exit", watcher, ev }; return end
   local w = procs[watcher]
   if w then
     if ev.exec and w.exec_waits then
@@ -127,7 +136,22 @@ function deliver_event(watcher, ev)
     end
     chan_offer(events_state(w), ev)
   elseif not is_local(watcher) then
+    K.py_touched = true   -- a Python watcher (the supervision) may act on it: teaching mode waits
     py.remote("event", watcher, ev)
+  end
+end
+
+-- A link signal from `from` (which ended with `reason`; `result` false for a normal exit) reaching
+-- `other`, held by teaching mode until its step: what finish does at once when nothing is held.
+local function link_signal(other, from, result, reason)
+  local o = procs[other]
+  if not (o and o.links and o.links[from]) then return end
+  o.links[from] = nil
+  if not result then return end
+  if o.trap_links then   -- this is the signal's own step: straight to its events channel
+    chan_offer(events_state(o), { kind = LINK_DOWN, from = from, result = result, reason = reason })
+  else
+    kill(o, "link_down", "linked process failed: " .. from .. " (" .. reason .. ")")
   end
 end
 
@@ -198,7 +222,11 @@ function P.terminate(dest)
   end
   local pid, t, err = target_of(dest, "terminate")
   if not pid then return nil, err end
-  if t then kill(t, "terminated", "terminated by " .. p.pid); check_killed(p); return true end
+  if t then
+    local held = K.held   -- teaching mode: the exit signal is an event of its own (teach.lua)
+    if held and t ~= p then held[#held + 1] = { "control", "terminate", pid, p.pid }; return true end
+    kill(t, "terminated", "terminated by " .. p.pid); check_killed(p); return true
+  end
   return py.remote("terminate", pid, p.pid)
 end
 
@@ -228,7 +256,11 @@ function P.cancel(dest, reason)
   local pid, t, err = target_of(dest, "cancel")
   if not pid then return nil, err end
   if reason ~= nil and type(reason) ~= "string" then reason = tostring(reason) end
-  if t then cancel_proc(t, p.pid, reason); check_killed(p); return true end
+  if t then
+    local held = K.held
+    if held and t ~= p then held[#held + 1] = { "control", "cancel", pid, p.pid, reason }; return true end
+    cancel_proc(t, p.pid, reason); check_killed(p); return true
+  end
   return py.remote("cancel", pid, p.pid, reason)
 end
 
@@ -244,7 +276,7 @@ function S.event(dest, ev)
   return true
 end
 
-function S.control(op, target, from, a, b)
+local function control_now(op, target, from, a, b)
   local t = procs[target]
   if op == "monitor" then
     if not t then
@@ -280,6 +312,12 @@ function S.control(op, target, from, a, b)
   end
 end
 
+function S.control(op, target, from, a, b)
+  local held = K.held   -- teaching mode: a signal from Python or another host waits for its step
+  if held then held[#held + 1] = { "control", op, target, from, a, b }; return end
+  control_now(op, target, from, a, b)
+end
+
 function S.cancel_all(reason)
   local n = 0
   for _, p in pairs(procs) do cancel_proc(p, nil, reason); n = n + 1 end
@@ -293,5 +331,6 @@ function S.terminate_all(reason)
   return #list
 end
 K.finish, K.kill, K.deliver_event, K.events_state = finish, kill, deliver_event, events_state
-K.check_killed, K.cancel_proc = check_killed, cancel_proc
+K.check_killed, K.cancel_proc, K.link_signal, K.control_now, K.py_touched = check_killed, cancel_proc,
+  link_signal, control_now, false
 K.EXIT, K.CANCEL, K.LINK_DOWN, K.OUTDATED = EXIT, CANCEL, LINK_DOWN, OUTDATED

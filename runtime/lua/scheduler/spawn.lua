@@ -64,6 +64,12 @@ local function spawn_local(pid, id, opts, ...)
   else
     p = { 0, 0, 0, K.step_now, pid = pid, co = co, env = env, entry = id, queued = false, sec = sec }
   end
+  local seed = K.seed_base   -- teaching mode's seed: the process's own math.random (env.lua)
+  if seed then
+    local rank = K.seed_rank + 1
+    K.seed_rank = rank
+    p.rs = K.mix64(seed + rank * K.GOLDEN)
+  end
   -- what the first resume passes: the compiled entry alone (the common case, no allocation), or
   -- the entry and the arguments
   if select("#", ...) == 0 then starts[p] = e else starts[p] = tpack(e, env, ...) end

@@ -1,7 +1,7 @@
 -- scheduler/tracing.lua: spawns and sends recorded for the node's event bus (runtime/events.py).
 --
 -- Owns: the trace buffer, payload sizes and previews, S.trace / S.tracing, and while tracing is on
---   S.trace_send, S.trace_spawn and S.trace_flush (nil while off), which the other modules call.
+--   S.trace_send, S.trace_spawn, S.trace_mark and S.trace_flush (nil while off), which the other modules call.
 -- Uses: nothing from the modules before it (py.trace, py.headroom, config.heap_limit).
 local S, K = ...
 local py, config = K.py, K.config
@@ -147,6 +147,16 @@ local function record_spawn(pid, parent, entry, name)
   tbuf[i + 5], tbuf[i + 6] = name or false, false
 end
 
+-- teaching mode (teach.lua): a step's line, recorded before what the step caused (the trace view
+-- marks it); `host` stands in the pid slot
+local function record_mark(host, line)
+  if tn >= TRACE_CAP then tlost = tlost + 1; return end
+  local i = tn * STRIDE
+  tn = tn + 1
+  tbuf[i + 1], tbuf[i + 2], tbuf[i + 3], tbuf[i + 4] = "teach.step", host, false, line
+  tbuf[i + 5], tbuf[i + 6] = false, false
+end
+
 -- Hand the records to Python: py.trace(0, values...) with CHUNK records per call, then py.trace(lost)
 -- (no values) ends the flush and Python publishes them all.
 local function flush()
@@ -175,6 +185,7 @@ function S.trace(on, pids)
   S.trace_send = tracing and record_send or nil
   S.trace_spawn = tracing and record_spawn or nil
   S.trace_flush = tracing and flush or nil
+  S.trace_mark = tracing and record_mark or nil
   if not tracing then tbuf = {} end
   return tracing
 end
