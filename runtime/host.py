@@ -43,6 +43,8 @@ DEFAULT_HEAP_LIMIT = 256 * 1024 * 1024
 HEADROOM = 4 * 1024 * 1024  # bytes above the heap limit kept free for pushes from Python
 RUN_BATCH = 20_000          # resumes per run step before Python looks at its queue again
 _REMOTE_PID_BASE = 1 << 40  # PIDs allocated from outside the host (Python, other hosts) start here
+_INPUTS = frozenset({"spawn", "deliver", "event", "control", "registry_event"})   # what changes the world
+_WORLD_THREADS = ("wippy-host-", "wippy-supervision")   # threads that are part of a seeded world
 _SEEDED_BATCH = 1000        # seeded (teaching mode): events per S.teach_run
 _PY_POLL = 0.002            # seeded: how often a host waiting for the supervision to act looks again
 _PY_WAIT_MAX = 10.0         # seeded: at most this long (real seconds) before it goes on regardless
@@ -178,8 +180,28 @@ class Host:
         return f"{{{self.name}|0x{next(self._ids):x}}}"
 
     def post(self, *item: Any) -> None:
-        """Queue work for the host thread; returns at once."""
+        """Queue work for the host thread; returns at once (seeded, an input from outside the world
+        first waits for the world to settle: :meth:`settle`)."""
+        if self._seeded and item[0] in _INPUTS and not self._paused:
+            t = threading.current_thread()
+            if t is not self._thread and not t.name.startswith(_WORLD_THREADS):
+                self.settle()
         self._queue.put(item)
+
+    def settle(self, timeout: float = 30.0) -> bool:
+        """Seeded and running: wait until this host has nothing to do before real time moves and the
+        node's Python actors (the supervision) wait for input (any thread but the host's). So an
+        input from Python (a spawn, a send from a cell) always meets the world in the same state, and
+        the same seed and inputs give the same events. False after ``timeout`` seconds; True at once
+        when not seeded or paused."""
+        end = time.monotonic() + timeout
+        while self._seeded and not self._paused and self.running:
+            if self.port.python_quiet() and self.teach("quiet") and self.port.python_quiet():
+                return True
+            if time.monotonic() >= end:
+                return False
+            time.sleep(0.001)
+        return True
 
     def wake(self) -> None:
         self._queue.put(("wake",))

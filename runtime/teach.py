@@ -84,17 +84,10 @@ class Teach:
     def settle(self, timeout: float = 30.0, host: str | None = None) -> bool:
         """Wait until every seeded, running host has nothing to do before real time moves (its world
         settled, or its next timer beyond the virtual clock's lead) and the supervision waits for
-        input; False if that took longer than ``timeout`` seconds. Unseeded or paused: True at once."""
+        input; False if that took longer than ``timeout`` seconds. Unseeded or paused: True at once.
+        Inputs from Python (spawns, sends) wait for this by themselves (``Host.post``)."""
         end = time.monotonic() + timeout
-        while True:
-            busy = [h for h in self._pick(host) if h.seeded and not h.paused and not h.teach("quiet")]
-            # once more when it looks settled: the supervision may just have spawned something
-            if not busy and self._python_quiet() and all(
-                    h.teach("quiet") for h in self._pick(host) if h.seeded and not h.paused):
-                return True
-            if time.monotonic() >= end:
-                return False
-            time.sleep(0.002)
+        return all(h.settle(max(0.0, end - time.monotonic())) for h in self._pick(host))
 
     def pause(self, host: str | None = None) -> list[str]:
         """Pause ``host`` (every host when None); the names paused now. A seeded world settles first,

@@ -33,6 +33,7 @@ end
 local function ask(p, op, arg)
   local c, err = copy_value(arg)
   if err then return nil, "supervisor." .. op .. ": " .. err end
+  K.py_touched = true   -- the supervision acts on it: a seeded host lets it act before going on
   return py.supervisor(op, p.pid, c)
 end
 -- supervisor.start(spec | entry ID) -> the supervisor's PID (a service's process PID) or nil, err;
