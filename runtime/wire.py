@@ -511,6 +511,7 @@ def _dec_list(data: bytes, pos: int, count: int, depth: int) -> tuple[list[Any],
         raise _truncated(size, f"a list of {count} items at byte {pos}")
     items: list[Any] = []
     append = items.append
+    v: Any
     for _ in range(count):
         t = data[pos]
         if t < 0x80:
@@ -529,8 +530,11 @@ def _dec_list(data: bytes, pos: int, count: int, depth: int) -> tuple[list[Any],
         elif t == _T_FLOAT:
             append(_unpack_f64(data, pos + 1)[0])
             pos += 9
-        elif _FIXDICT <= t < _T_NONE and depth < MAX_DEPTH:   # a list of records: skip a call each
-            v, pos = _dec_dict(data, pos + 1, t - _FIXDICT, depth + 1)
+        elif t < _T_NONE and depth < MAX_DEPTH:   # a short list or dict: one call, not two
+            if t < _FIXDICT:
+                v, pos = _dec_list(data, pos + 1, t - _FIXLIST, depth + 1)
+            else:
+                v, pos = _dec_dict(data, pos + 1, t - _FIXDICT, depth + 1)
             append(v)
         else:
             v, pos = _dec(data, pos, depth)
@@ -579,6 +583,11 @@ def _dec_dict(data: bytes, pos: int, count: int, depth: int) -> tuple[dict[Any, 
         elif t == _T_FLOAT:
             d[k] = _unpack_f64(data, pos + 1)[0]
             pos += 9
+        elif t < _T_NONE and depth < MAX_DEPTH:   # a short list or dict: one call, not two
+            if t < _FIXDICT:
+                d[k], pos = _dec_list(data, pos + 1, t - _FIXLIST, depth + 1)
+            else:
+                d[k], pos = _dec_dict(data, pos + 1, t - _FIXDICT, depth + 1)
         elif t == _T_NONE:
             d[k] = None
             pos += 1

@@ -80,6 +80,14 @@ def magics_shell(data: Path) -> Iterator[Any]:
             shell.run_line_magic("unload_ext", "wippy.magics")
 
 
+@pytest.fixture(scope="module")
+def ip(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """An InteractiveShell with `%load_ext wippy.magics` and a node of its own, one per test module
+    (a module that needs entries defined first overrides it)."""
+    with magics_shell(tmp_path_factory.mktemp("wippy-data")) as shell:
+        yield shell
+
+
 def usage_error(ip: Any, cell: str, capsys: pytest.CaptureFixture[str], one_line: bool = False) -> str:
     """Run a cell that must fail with a UsageError; return its message (shown alone, no traceback)."""
     from IPython.core.error import UsageError

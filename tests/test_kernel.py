@@ -356,3 +356,69 @@ def test_inspection_and_is_complete(kernel: Kernel) -> None:
     assert is_complete(kc, "%%lua\nfor i = 1, 3 do") == "incomplete"
     assert is_complete(kc, "%%lua\nx = 1") == "complete"
     assert is_complete(kc, "x = (1,") == "incomplete"
+
+
+# teaching mode: a world of 26 processes (timers, links, a supervisor restarting crashed tickers)
+SEEDED_CELLS = [
+    """%%lua --entry t.seed:ticker
+return { main = function(tag, sink, crash_at)
+  for i = 1, 6 do
+    time.sleep(math.random(5, 50) .. "ms")
+    process.send(sink, "tick", tag .. ":" .. i)
+    if i == crash_at and math.random(3) ~= 1 then error("ticker " .. tag .. " crashed") end
+  end
+  process.inbox():receive()
+end }""",
+    """%%lua --entry t.seed:links
+return { main = function(depth, sink)
+  if depth > 0 then process.spawn_linked("t.seed:links", "app:processes", depth - 1, sink) end
+  time.sleep(math.random(20, 200) .. "ms")
+  process.send(sink, "tick", "chain" .. depth)
+  if depth == 0 then error("tail gives up") end
+  process.inbox():receive()
+end }""",
+    """%%lua --entry t.seed:sink
+return { main = function()
+  local got = {}
+  while true do got[#got + 1] = process.inbox():receive():payload():data() end
+end }""",
+    "%runtime seed 11",
+    """%%lua
+local sink = process.spawn("t.seed:sink", "app:processes")
+local children = {}
+for i = 0, 4 do
+  children[#children + 1] = { id = "t" .. i, process = "t.seed:ticker",
+                              input = { "t" .. i, sink, (i == 1 or i == 3) and 3 or 0 } }
+end
+assert(supervisor.start({ id = "tickers", strategy = "one_for_one", max_restarts = 50, period = 60,
+                          children = children }))
+for i = 1, 4 do process.spawn("t.seed:links", "app:processes", 3, sink) end
+print("built")""",
+    "%runtime log 10000",
+]
+
+
+def _seeded_log(kc: BlockingKernelClient) -> list[str]:
+    for cell in SEEDED_CELLS[:-1]:
+        reply, outputs = execute(kc, cell, timeout=60)
+        assert reply["status"] == "ok", outputs
+    reply, outputs = execute(kc, SEEDED_CELLS[-1], timeout=60)
+    assert reply["status"] == "ok", outputs
+    return str(result(outputs)["text/plain"]).splitlines()
+
+
+def test_the_same_seed_and_cells_give_the_same_events_across_a_kernel_restart(kernelspecs: None,
+                                                                              tmp_path: Path) -> None:
+    km, kc = _start("wippy", tmp_path)
+    try:
+        first = _seeded_log(kc)
+        km.restart_kernel(now=False)
+        kc.wait_for_ready(timeout=30)
+        second = _seeded_log(kc)
+    finally:
+        _stop(km, kc)
+    spawned = {ln.split()[-1] for ln in first if " spawn " in ln}
+    assert len(spawned) >= 20, first[:40]
+    kinds = {ln.split()[1] for ln in first}
+    assert {"spawn", "deliver", "timer", "link", "exit"} <= kinds, kinds
+    assert first == second

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 
 import pytest
 import wippy.magics
-from conftest import magics_shell
 from conftest import usage_error as shared_usage_error
 from IPython.core.interactiveshell import InteractiveShell
 from llm_server import ScriptedLLM, text, tool_call
@@ -38,12 +37,6 @@ entries:
     model: gpt
     tools: [app:add]
 """
-
-
-@pytest.fixture(scope="module")
-def ip(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InteractiveShell]:
-    with magics_shell(tmp_path_factory.mktemp("wippy-data")) as shell:
-        yield shell
 
 
 @pytest.fixture

@@ -6,12 +6,10 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import wippy.magics
-from conftest import magics_shell
 from conftest import usage_error as shared_usage_error
 from IPython.core.interactiveshell import ExecutionResult, InteractiveShell
 from wippy.magics.registry import EntryText, RegistryDiff, Table
@@ -38,13 +36,6 @@ entries:
       end
       return { main = main }
 """
-
-
-@pytest.fixture(scope="module")
-def ip(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InteractiveShell]:
-    """An InteractiveShell with `%load_ext wippy.magics`, which starts a node of its own."""
-    with magics_shell(tmp_path_factory.mktemp("wippy-data")) as shell:
-        yield shell
 
 
 @pytest.fixture

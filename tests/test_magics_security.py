@@ -7,7 +7,6 @@ from collections.abc import Iterator
 
 import pytest
 import wippy.magics
-from conftest import magics_shell
 from conftest import usage_error as shared_usage_error
 from IPython.core.interactiveshell import InteractiveShell
 from wippy.magics.registry import Table
@@ -44,12 +43,6 @@ entries:
     kind: registry.entry
     key: hunter2
 """
-
-
-@pytest.fixture(scope="module")
-def ip(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InteractiveShell]:
-    with magics_shell(tmp_path_factory.mktemp("wippy-data")) as shell:
-        yield shell
 
 
 @pytest.fixture

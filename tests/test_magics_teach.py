@@ -6,16 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 import wippy.magics
-from conftest import magics_shell
 from conftest import usage_error as shared_usage_error
 from IPython.core.interactiveshell import InteractiveShell
 from wippy.runtime import Node
-
-
-@pytest.fixture(scope="module")
-def ip(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InteractiveShell]:
-    with magics_shell(tmp_path_factory.mktemp("wippy-data")) as shell:
-        yield shell
 
 
 @pytest.fixture
@@ -65,3 +58,69 @@ def test_wrong_use(ip: InteractiveShell, node: Node, capsys: pytest.CaptureFixtu
     assert "N must be a positive integer, got 'x'" in err("%runtime log x")
     assert "takes no N" in err("%runtime step 3 --widget")
     assert "%runtime status: takes no arguments" in err("%runtime status now")
+
+
+PONG = """return { main = function()
+  while true do
+    local m = process.inbox():receive()
+    process.send(m:from(), "pong", m:payload():data())
+  end end }"""
+PING = """return { main = function(peer)
+  for i = 1, 2 do
+    process.send(peer, "ping", i)
+    process.inbox():receive()
+  end
+end }"""
+
+
+def test_the_stepper_widget_steps_and_shows_the_next_event(ip: InteractiveShell, node: Node) -> None:
+    from wippy.magics.views.stepper import StepperView
+
+    node.define("t.teach:pong", "process.lua", source=PONG)
+    node.define("t.teach:ping", "process.lua", source=PING)
+    pong = node.spawn("t.teach:pong")
+    view = ip.run_line_magic("runtime", "step --widget")
+    try:
+        assert isinstance(view, StepperView)
+        assert view.text() == "running (pause to step)" and view.b_step.disabled and not view.b_pause.disabled
+        view.b_pause.click()
+        ping = node.spawn("t.teach:ping", pong)
+        view.refresh()
+        assert view.text() == f"next: spawn t.teach:ping {ping}"
+        assert not view.b_step.disabled and view.b_pause.disabled
+        view.b_step.click()
+        view.refresh()
+        assert view.text().splitlines() == [f"next: deliver ping {ping} -> {pong}",
+                                            f"{view.lines[0].split()[0]} spawn t.teach:ping {ping}"]
+        view.b_ten.click()
+        view.refresh()
+        assert view.text().splitlines()[0] == "next: nothing (no event waits and no timer is set)"
+        assert [ln.split()[1] for ln in view.lines] == ["spawn", "deliver", "deliver", "deliver", "deliver"]
+        assert "wippy-stepper" in view.static_html()
+        view.b_resume.click()
+        view.refresh()
+        assert not node.teach.paused() and view.text().startswith("running")
+    finally:
+        view.close()
+
+
+def test_the_trace_view_marks_the_steps(ip: InteractiveShell, node: Node) -> None:
+    from wippy.magics.views.trace import TraceView
+
+    node.define("t.teach:pong", "process.lua", source=PONG)
+    node.define("t.teach:ping", "process.lua", source=PING)
+    pong = node.spawn("t.teach:pong")
+    view = TraceView(node, live=False)
+    try:
+        ok(ip, "%runtime pause")
+        ping = node.spawn("t.teach:ping", pong)
+        ok(ip, "%runtime step 2")
+        view.refresh()
+        text = view.text().splitlines()
+        marks = [i for i, ln in enumerate(text) if ln.startswith("-- step ")]
+        assert len(marks) == 2 and text[marks[0]].endswith(f"spawn t.teach:ping {ping} --")
+        assert "ping" in text[marks[0] + 1] and text[marks[1]].endswith(f"deliver ping {ping} -> {pong} --")
+        svg = view.static_html()
+        assert svg.count("wippy-mark") == 3 and svg.count("wippy-mark-last") == 1   # the newest stands out
+    finally:
+        view.close()

@@ -40,7 +40,7 @@ class Step:
     """One arrow (or end) of the diagram."""
 
     seq: int
-    kind: str            #: send | spawn | exit
+    kind: str            #: send | spawn | exit | mark (a teaching-mode step)
     src: str             #: a PID, or ``python``
     dst: str | None      #: the receiver / the spawned process; None for an exit
     label: str           #: the topic, ``spawn ENTRY``, or the exit reason
@@ -82,7 +82,7 @@ class TraceView(View):
         super().__init__(node, interval=interval, live=live)
 
     def _build(self) -> widgets.Box:
-        self._sub = self._source.subscribe(kinds=("send", "spawn", "exit"), maxlen=BUFFER)
+        self._sub = self._source.subscribe(kinds=("send", "spawn", "exit", "teach.step"), maxlen=BUFFER)
         self.on_close(self._close_sub)
         self.everything = widgets.Checkbox(value=False, description="everything (not only what the cell set off)",
                                            indent=False, layout=widgets.Layout(width="360px"))
@@ -136,6 +136,8 @@ class TraceView(View):
             return Step(ev.seq, "send", src, ev.pid, ev.topic or "", detail, ev.time)
         if ev.kind == "spawn" and ev.pid:
             return Step(ev.seq, "spawn", src, ev.pid, "spawn " + _short_entry(ev.entry), ev.entry or "", ev.time)
+        if ev.kind == "teach.step" and ev.topic:   # teaching mode: a band across the diagram
+            return Step(ev.seq, "mark", "", None, ev.topic, ev.host or "", ev.time)
         if ev.kind == "exit" and ev.pid:
             error = (ev.error or "").splitlines()[0] if ev.error and ev.error != ev.reason else ""
             return Step(ev.seq, "exit", ev.pid, None, ev.reason or "exit", error, ev.time)
@@ -143,7 +145,7 @@ class TraceView(View):
 
     def _involve(self, step: Step) -> bool:
         """Whether the cell set this step off; grows the involved set (traced cells only)."""
-        if not self.scoped:
+        if not self.scoped or step.kind == "mark":
             return True
         src_in = step.src in self.involved or step.src.startswith("{python|")
         if step.kind == "exit":
@@ -232,7 +234,9 @@ class TraceView(View):
             return "no messages, spawns or exits traced"
         lines = []
         for s in steps:
-            if s.kind == "exit":
+            if s.kind == "mark":
+                lines.append(f"-- step {s.label} --")
+            elif s.kind == "exit":
                 lines.append(f"{self.label(s.src)} exits: {s.label}" + (f" ({s.detail})" if s.detail else ""))
             else:
                 assert s.dst is not None
@@ -255,6 +259,7 @@ def sequence_svg(steps: list[Step], label: Any, left_out: int = 0, dropped: int 
     order: list[str] = []
     born: dict[str, int] = {}
     ended: dict[str, int] = {}
+    last_mark = max((i for i, s in enumerate(steps) if s.kind == "mark"), default=-1)
     for i, s in enumerate(steps):
         for p in (s.src, s.dst):
             if p and p not in order:
@@ -292,6 +297,14 @@ def sequence_svg(steps: list[Step], label: Any, left_out: int = 0, dropped: int 
     for i, s in enumerate(steps):
         yy = y(i)
         title = html.escape(f"#{s.seq} {s.kind} {s.label} {s.detail}".strip())
+        if s.kind == "mark":   # teaching mode's step: the newest one stands out
+            now = i == last_mark
+            colour, css = ("#ef6c00", "wippy-mark wippy-mark-last") if now else ("#b0bec5", "wippy-mark")
+            parts.append(f'<g class="wippy-step {css}"><title>{title}</title>'
+                         f'<line x1="{pad}" y1="{yy}" x2="{width - pad}" y2="{yy}" stroke="{colour}" '
+                         f'stroke-width="{2 if now else 1}" stroke-dasharray="2 2"/>'
+                         f'<text x="{pad}" y="{yy - 3}" fill="{colour}">step {html.escape(s.label[:60])}</text></g>')
+            continue
         if s.kind == "exit":
             cx = x[s.src]
             colour = "#2e7d32" if s.label in ("normal", "cancelled") else "#c62828"
