@@ -69,8 +69,8 @@ class RuntimeMagics(Magics):
                 count = teach.resume(rest[0] if rest else None)
                 refresh_views(n)
                 if teach.current_seed is not None:
-                    return TeachText(f"resumed: {count} held event{'s' if count != 1 else ''} go on in the "
-                                     f"order of seed {teach.current_seed}")
+                    return TeachText(f"resumed: {count} held event{'s' if count != 1 else ''}; the hosts go on "
+                                     f"in the order of seed {teach.current_seed}")
                 return TeachText(f"resumed: {count} held event{'s' if count != 1 else ''} happened")
             if sub == "step":
                 widget = [w for w in rest if w in ("--widget", "-w")]

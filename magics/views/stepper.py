@@ -49,7 +49,9 @@ class StepperView(View):
         self.next = widgets.HTML(value="")
         self.log = widgets.HTML(value="")
         buttons = widgets.HBox([self.b_step, self.b_ten, self.b_pause, self.b_resume])
-        return widgets.VBox([buttons, self.next, self.log, self.status])
+        box = widgets.VBox([buttons, self.next, self.log, self.status])
+        box.add_class("wippy-stepper")
+        return box
 
     # ------------------------------------------------------------------ actions (shell thread)
     def _do(self, fn: Any) -> None:
@@ -94,7 +96,7 @@ class StepperView(View):
     def _frame(self) -> dict[widgets.Widget, dict[str, Any]]:
         err = f'<div style="color:#c62828">{html.escape(self.error)}</div>' if self.error else ""
         return {
-            self.next: {"value": f"<code>{html.escape(self._next_text())}</code>{err}"},
+            self.next: {"value": f'<code class="wippy-stepper-next">{html.escape(self._next_text())}</code>{err}'},
             self.log: {"value": self._log_html()},
             self.b_step: {"disabled": not self._paused},
             self.b_ten: {"disabled": not self._paused},
@@ -105,8 +107,9 @@ class StepperView(View):
     def _log_html(self) -> str:
         if not self.lines:
             return ""
-        rows = "".join(f"<div>{html.escape(line)}</div>" for line in self.lines)
-        return f'<div class="wippy-stepper-log" style="font-family:monospace;font-size:12px">{rows}</div>'
+        rows = "<br>".join(html.escape(line) for line in self.lines)
+        return (f'<div class="wippy-stepper-log" style="font-family:monospace;font-size:12px;line-height:1.4">'
+                f"{rows}</div>")
 
     def static_html(self) -> str:
         return (f'<div class="wippy-stepper"><code>{html.escape(self._next_text())}</code>'

@@ -128,3 +128,39 @@ def test_07_agents_sessions_are_drawn_and_a_live_session_view_freezes(page, lab)
     hide_left_sidebar(page)
     done.last.evaluate("e => e.closest('.jp-CodeCell').scrollIntoView({block: 'start'})")
     screenshot(page, "07-agents-session")
+
+
+_PAUSE_AND_SPAWN = """\
+node.teach.pause()
+extra = node.spawn("teach:producer", consumer)
+print(extra)
+"""
+
+
+def test_08_teaching_the_stepper_steps_and_the_views_follow(page, lab):
+    """08-teaching in JupyterLab: after Run All, pause and spawn a producer from a new cell; the stepper's
+    buttons (a live widget) then step the paused world, its "next" line follows, and the live mailbox of
+    the consumer shows the jobs the steps delivered (nothing else runs while paused)."""
+    open_notebook(page, "08-teaching.ipynb")
+    cells = run_all(page, timeout=120)
+    assert not error_outputs(cells), f"error outputs in 08-teaching: {error_outputs(cells)}"
+    stepper = wait_for_selector_in_output(page, f"{WIDGET}.wippy-stepper", timeout=60).first
+    box = wait_for_selector_in_output(page, f"{WIDGET} .wippy-mailbox", timeout=60).first
+    extra = execute_new_cell(page, _PAUSE_AND_SPAWN).strip()
+    assert extra.startswith("{app:processes|"), extra
+    # (the box is polled: a widget's HTML replaces its inner elements at each redraw)
+    _poll_text(stepper, f"next: spawn teach:producer {extra}")
+    before = str(box.text_content())
+    stepper.locator("button", has_text="step 10").click()
+    log = _poll_text(stepper, "deliver job")
+    assert f"spawn teach:producer {extra}" in log, log
+    stepper.locator("button", has_text="step 10").click()
+    _poll_text(stepper, "timer")
+    page.wait_for_function("([el, b]) => el && el.textContent !== b", arg=[box.element_handle(), before],
+                           timeout=20_000)   # the mailbox view redrew after the steps
+    assert "job" in str(box.text_content())
+    hide_left_sidebar(page)
+    stepper.evaluate("e => e.closest('.jp-CodeCell').scrollIntoView({block: 'start'})")
+    screenshot(page, "08-teaching-stepper")
+    stepper.locator("button", has_text="resume").click()
+    _poll_text(stepper, "running (pause to step)")
