@@ -18,7 +18,7 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
-from wippy.runtime import EntryError, LuaError, SecurityError, Timeout
+from wippy.runtime import EntryError, LuaError, SecurityError, TeachError, Timeout
 from wippy.runtime.entries import validate_id
 from wippy.runtime.tree import compile_check
 
@@ -74,6 +74,8 @@ def run_in_shell(code: str, timeout: float | None = None) -> LuaValue | None:
     except (LuaError, Timeout, KeyboardInterrupt) as exc:
         setattr(exc, _FROM_CELL, True)
         raise
+    except TeachError as exc:   # its host was paused while it waited: one line, no traceback
+        raise UsageError(str(exc)) from None
     finally:
         sys.stdout.flush()
     return LuaValue(res.text, res.value) if res.has_value else None

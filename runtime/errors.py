@@ -13,6 +13,8 @@
     ├── LuaError                   Lua source does not compile or raised while loading
     ├── SupervisionError           a supervisor or service cannot start, or is unknown to the tree
     ├── SecurityError              a security value misused (unknown policy or group, a widened scope)
+    ├── TeachError                 teaching mode misused (a step with nothing paused, a bad N or seed),
+    │                              or a cell that waited on a host someone paused
     └── Timeout                    a wait on the runtime ran out of time
 
 Messages name the thing, the likely cause and what to do instead, e.g.
@@ -31,6 +33,7 @@ __all__ = [
     "RegistryStoreError",
     "SecurityError",
     "SupervisionError",
+    "TeachError",
     "Timeout",
     "TreeError",
     "WippyError",
@@ -219,3 +222,8 @@ class SecurityError(WippyError):
     (the caller turns it into ``nil, "permission denied: ..."``). A policy *entry* that does not parse is
     an :class:`EntryError`.
     """
+
+
+class TeachError(WippyError):
+    """Teaching mode misused: a step with nothing paused, a bad N or seed, an unknown host; or a cell
+    whose host was paused while it waited (the cell is stopped rather than left waiting for ever)."""

@@ -23,7 +23,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .errors import LuaError, ProcessError, Timeout
+from .errors import LuaError, ProcessError, TeachError, Timeout
 from .luaconv import lua_pair as _pair
 from .luaconv import lua_text as _text
 from .payload import from_lua
@@ -130,6 +130,11 @@ class Shell:
                 if fut.done() and line == "":
                     break
                 now = time.monotonic()
+                if stopped is None and self.host.paused:
+                    # teaching mode: someone paused the host this cell runs on (another thread, a
+                    # subshell): its process would wait for a step no one can take from here
+                    stopped, stop_deadline = "paused", now + INTERRUPT_GRACE
+                    self.interrupt()
                 if stopped is None and deadline is not None and now >= deadline:
                     stopped, stop_deadline = "timeout", now + INTERRUPT_GRACE
                     self.interrupt()
@@ -147,6 +152,10 @@ class Shell:
         ok, kind, text, value = fut.result()
         if ok:
             return CellResult(has_value=int(kind) > 0, text=text if int(kind) > 0 else "", value=value)
+        if kind == "interrupted" and stopped == "paused":
+            raise TeachError(f"the host {self.host.name} was paused (%runtime pause) while this cell waited: "
+                             "the cell was stopped rather than left waiting for ever; %runtime resume (or "
+                             "step), then run it again")
         if kind == "interrupted" and stopped == "timeout":
             raise Timeout(f"the cell was stopped after {timeout:g}s (--timeout)")
         if kind == "interrupted":

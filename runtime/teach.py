@@ -26,14 +26,10 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from .errors import WippyError
+from .errors import TeachError
 from .host import Host
 
 __all__ = ["HostTeaching", "Teach", "TeachError"]
-
-
-class TeachError(WippyError):
-    """Teaching mode misused: a step with nothing paused, a bad N or seed, an unknown host."""
 
 
 @dataclass(frozen=True)

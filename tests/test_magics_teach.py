@@ -124,3 +124,21 @@ def test_the_trace_view_marks_the_steps(ip: InteractiveShell, node: Node) -> Non
         assert svg.count("wippy-mark") == 3 and svg.count("wippy-mark-last") == 1   # the newest stands out
     finally:
         view.close()
+
+
+def test_a_cell_whose_host_is_paused_while_it_waits_gets_a_clear_error(
+        ip: InteractiveShell, node: Node, capsys: pytest.CaptureFixture[str]) -> None:
+    """Someone pauses the host (another thread, a subshell) while a cell waits on a message: the cell
+    is stopped with a one-line error instead of waiting for ever, and the kernel goes on."""
+    import threading
+
+    timer = threading.Timer(0.3, node.teach.pause)
+    timer.start()
+    msg = shared_usage_error(ip, "%%lua\nprint(process.inbox():receive():payload():data())", capsys,
+                             one_line=True)
+    timer.join()
+    assert msg.startswith("the host app:processes was paused (%runtime pause) while this cell waited: "
+                          "the cell was stopped"), msg
+    assert "%runtime resume" in msg
+    ok(ip, "%runtime resume")
+    assert ok(ip, "%lua 40 + 2") == "42"

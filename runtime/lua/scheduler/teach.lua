@@ -315,3 +315,17 @@ function S.teach_log(n)
   for i = from, log_last do out[#out + 1] = log[i] end
   return out
 end
+
+-- A cell interrupted while its host is paused (shell.lua's S.shell_interrupt wakes the shell process):
+-- it unwinds now, alone (what was runnable before becomes held events first), so the cell ends with
+-- an error instead of waiting for a step no one can take from the notebook.
+local shell_interrupt = S.shell_interrupt
+function S.shell_interrupt(pid)
+  if not (paused and K.held) then return shell_interrupt(pid) end
+  absorb()
+  local ok = shell_interrupt(pid)
+  drain(huge)
+  absorb()
+  flush_step()
+  return ok
+end
