@@ -84,7 +84,7 @@ local py_now_ns, vclock = py.now_ns, K.vclock
 -- wall-clock ns; while teaching mode's virtual clock runs (a paused host), the wall time it stands for
 local function now_ns()
   local v = vclock.v
-  if v then return vclock.wall0 + floor((v - vclock.mono0) * 1e9) end
+  if v then return vclock.wall0 + floor((v - vclock.mono0) * 1e9 + 0.5) end   -- rounded: a float sum is off by an ulp
   return py_now_ns()
 end
 
