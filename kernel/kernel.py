@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 from ipykernel.ipkernel import IPythonKernel
 from wippy.magics import load_ipython_extension, set_node
+from wippy.magics.current import node as current_node
 from wippy.magics.current import start_node
 from wippy.runtime import WippyError, luadoc
 
@@ -51,13 +52,17 @@ class WippyKernel(IPythonKernel):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.node = start_node()
-        set_node(self.node)
+        set_node(start_node())
         load_ipython_extension(self.shell)
+
+    @property
+    def node(self) -> Any:
+        """The magics' node (``%cluster join`` replaces it by one with a cluster name)."""
+        return current_node()
 
     async def do_shutdown(self, restart: bool) -> dict[str, Any]:
         """Stop the node (a restart starts a fresh kernel process, hence a fresh node), then IPython's."""
-        self.node.stop(grace=STOP_GRACE)
+        current_node().stop(grace=STOP_GRACE)
         set_node(None)
         return await _result(super().do_shutdown(restart))  # type: ignore[no-any-return]
 

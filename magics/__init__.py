@@ -37,6 +37,7 @@ def load_ipython_extension(ipython: Any) -> None:
     Runs on the thread that loads the extension (the kernel's main thread).
     """
     from .agent import AgentMagics
+    from .cluster import ClusterMagics
     from .lua import LuaMagics, install_error_display
     from .process import ProcessMagics
     from .registry import RegistryMagics, show_watch_reports
@@ -52,7 +53,7 @@ def load_ipython_extension(ipython: Any) -> None:
     n.shell()
     ipython.register_magics(LuaMagics, ProcessMagics)
     ipython.register_magics(RegistryMagics, SupervisionMagics, TraceMagics)
-    ipython.register_magics(WorkflowMagics, SecurityMagics, AgentMagics, RuntimeMagics)
+    ipython.register_magics(WorkflowMagics, SecurityMagics, AgentMagics, RuntimeMagics, ClusterMagics)
     install_error_display(ipython)
     ipython.events.register("pre_run_cell", lambda *_: show_watch_reports())
     ipython.events.register("pre_run_cell", _pre_run_cell)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from wippy.runtime import Node
 
-__all__ = ["cell", "data_dir", "node", "set_node", "start_node", "stop_owned_node"]
+__all__ = ["cell", "data_dir", "node", "replace_node", "set_node", "start_node", "stop_owned_node"]
 
 #: the id of the notebook cell running on this thread (``cell.id``; None outside a notebook front end).
 #: The live views remember the cell that showed them: when it runs again, its output is cleared, and the
@@ -38,15 +38,24 @@ def data_dir() -> Path:
     return Path.cwd() / ".wippy"
 
 
-def start_node() -> Node:
-    """Start a node for a notebook: its data directory created and set as ``node.data_dir``.
+def start_node(node_name: str | None = None) -> Node:
+    """Start a node for a notebook: its data directory created and set as ``node.data_dir``; with
+    ``node_name``, a node that can join a cluster (its PIDs are ``{name@host|id}``).
 
     Background processes print into their logs (``%logs``), never into whichever cell happens to run:
     only the shell process's output belongs to a cell (the ``%%lua`` magic routes it there).
     """
     path = data_dir()
     path.mkdir(parents=True, exist_ok=True)
-    return Node(output=None, data_dir=path).start()
+    return Node(output=None, data_dir=path, node_name=node_name).start()
+
+
+def replace_node(n: Node) -> None:
+    """Make ``n`` the node of the magics in place of the current one (``%cluster join``), which the caller
+    has stopped; whoever was to stop the old one (the kernel, or atexit) stops this one."""
+    global _node
+    with _lock:
+        _node = n
 
 
 def set_node(n: Node | None) -> None:

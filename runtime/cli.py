@@ -1,4 +1,9 @@
-"""The ``wippy`` command line: ``wippy run DIR [--entry ID] [--host HOST] [--data-dir D] [--no-watch]``.
+"""The ``wippy`` command line: ``wippy run DIR [--entry ID] [--host HOST] [--data-dir D] [--no-watch]
+[--cluster URL [--node NAME] [--cluster-ttl S]]``.
+
+With ``--cluster`` the node joins the cluster whose membership is in that PostgreSQL database, under
+``--node NAME`` or the name kept in its data directory (``node-name``; a new one the first time), so a
+node restarted on the same directory rejoins as itself.
 
 Without ``--entry`` the tree is watched (:class:`~.watch.TreeWatcher`): each edit of a file under it is
 applied as one registry version, or refused whole with file and line, reported on stderr;
@@ -15,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Sequence
@@ -23,12 +30,13 @@ from pathlib import Path
 from types import FrameType
 
 from .errors import EntryError, HostError, ProcessError, Timeout, WippyError
-from .node import DEFAULT_HOST, Node
+from .node import DEFAULT_HOST, Node, check_node_name
 from .watch import TreeWatcher
 
 __all__ = ["main"]
 
 GRACE = 5.0
+NODE_NAME_FILE = "node-name"   # in the data directory: the node's cluster name, kept across restarts
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -47,6 +55,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--host", default=DEFAULT_HOST, help="the host the entry runs on (default app:processes)")
     run.add_argument("--data-dir", help="the node's data directory (default $WIPPY_DATA_DIR or ./.wippy)")
     run.add_argument("--grace", type=float, default=GRACE, help="seconds cancelled processes get on Ctrl-C")
+    run.add_argument("--cluster", metavar="URL",
+                     help="join the cluster whose membership is in this PostgreSQL database (postgresql://...)")
+    run.add_argument("--node", metavar="NAME",
+                     help="this node's name in the cluster (default: the one kept in the data directory, "
+                          "else a new one); its PIDs are {NAME@host|id}")
+    run.add_argument("--cluster-ttl", type=float, default=None, metavar="SECONDS",
+                     help="seconds without a heartbeat after which a node is down (default 5)")
     run.add_argument("--no-watch", action="store_true",
                      help="without --entry: do not apply edits of the tree while running (watched by default)")
     return p
@@ -65,9 +80,27 @@ def _data_dir(arg: str | None) -> Path:
     return d
 
 
+def node_name_for(data_dir: Path, wanted: str | None) -> str:
+    """The cluster name of the node on ``data_dir``: ``wanted`` (then kept there), else the one kept
+    there (a node restarted on the same directory rejoins under its name), else a new one."""
+    kept = data_dir / NODE_NAME_FILE
+    if wanted is None and kept.is_file():
+        return kept.read_text().strip()
+    name = wanted or f"{socket.gethostname().split('.')[0][:40] or 'node'}-{secrets.token_hex(3)}"
+    check_node_name(name)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    kept.write_text(name + "\n")
+    return name
+
+
 def run(args: argparse.Namespace) -> int:
     tree = Path(args.dir)
-    node = Node(data_dir=_data_dir(args.data_dir))
+    data_dir = _data_dir(args.data_dir)
+    try:
+        name = node_name_for(data_dir, args.node) if args.cluster else None
+        node = Node(data_dir=data_dir, node_name=name)
+    except WippyError as exc:
+        return _fail(str(exc))
     try:
         node.load(tree, replace=True)   # the tree is the app: a stored registry follows it
     except WippyError as exc:
@@ -77,7 +110,13 @@ def run(args: argparse.Namespace) -> int:
         for h in list(node.hosts.values()):
             if not h.running:
                 h.start()
+        if args.cluster:
+            cluster = node.join_cluster(args.cluster, ttl=args.cluster_ttl)
+            sys.stderr.write(f"wippy: node {name} joined the cluster at {cluster.status().url} "
+                             f"(link {cluster.address}; up: {', '.join(cluster.up()) or 'no other node'})\n")
+            sys.stderr.flush()
     except WippyError as exc:
+        node.stop(grace=1.0)
         return _fail(str(exc))
     if node.supervision.problems:
         # a required service (or an auto-started supervisor) could not start: the app cannot run

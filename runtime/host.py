@@ -141,6 +141,7 @@ class Host:
         self._stopped = threading.Event()
         self._start_error: BaseException | None = None
         self._ids = itertools.count(_REMOTE_PID_BASE)
+        self._pid_prefix = port.pid_prefix(name)   # "{host|", or "{node@host|" in a cluster
         self._lua: Any = None
         self._cap = self.options.heap_limit
         self._s: Any = None
@@ -177,7 +178,7 @@ class Host:
 
     def allocate_pid(self) -> str:
         """A PID for a process this host will create on a request from outside it."""
-        return f"{{{self.name}|0x{next(self._ids):x}}}"
+        return f"{self._pid_prefix}0x{next(self._ids):x}}}"
 
     def post(self, *item: Any) -> None:
         """Queue work for the host thread; returns at once (seeded, an input from outside the world
@@ -454,6 +455,7 @@ class Host:
         config = lua.table_from(
             {
                 b"host": _b(self.name),
+                b"pid_prefix": _b(self._pid_prefix),
                 b"instruction_budget": self.options.instruction_budget,
                 b"cancel_grace": float(self.options.cancel_grace),
                 b"heap_limit": self.options.heap_limit,

@@ -127,6 +127,10 @@ class HostPort(Protocol):
         """Whether the running cell was interrupted (polled by the shell's count hook)."""
         ...
 
+    def pid_prefix(self, host: str) -> str:
+        """How this node's PIDs on ``host`` begin: ``{host|``, or ``{node@host|`` in a cluster."""
+        ...
+
     def python_quiet(self) -> bool:
         """Teaching mode, seeded: whether the node's Python actors (the supervision) have acted on
         everything they were told and wait for input (polled by a host thread)."""

@@ -51,11 +51,32 @@ PAGE = 5000  # process snapshots converted per step of statistics()
 
 
 def parse_pid(pid: str) -> tuple[str, str]:
-    """Split ``{host|id}`` into ``(host, id)``; raise :class:`ProcessError` if it is not a PID."""
+    """Split ``{host|id}`` (or a cluster's ``{node@host|id}``) into ``(host, id)``; raise
+    :class:`ProcessError` if it is not a PID."""
     if not isinstance(pid, str) or not pid.startswith("{") or not pid.endswith("}") or "|" not in pid:
         raise ProcessError(f"{pid!r} is not a PID (PIDs look like {{app:processes|0x0001a}})")
     host, _, ident = pid[1:-1].partition("|")
-    return host, ident
+    at = host.find("@")
+    return (host[at + 1:] if at >= 0 else host), ident
+
+
+def pid_node(pid: str) -> str | None:
+    """The node part of a cluster PID ``{node@host|id}``, or None for a PID of a node outside any
+    cluster (``{host|id}``). No checks: callers have parsed it."""
+    bar = pid.find("|")
+    at = pid.find("@", 0, bar if bar >= 0 else len(pid))
+    return pid[1:at] if at > 0 else None
+
+
+NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+def check_node_name(name: str) -> str:
+    """A cluster node's name: letters, digits, ``_ . -``, at most 63 characters; raise ProcessError."""
+    if not isinstance(name, str) or not NODE_NAME.match(name):
+        raise ProcessError(f"node name {name!r}: use letters, digits, '_', '.' and '-' (at most 63, "
+                           "starting with a letter or digit), e.g. 'n1' or 'worker-2'")
+    return name
 
 
 @dataclass(frozen=True)
@@ -106,8 +127,9 @@ class NodeStatistics:
 
 
 def _host_of(pid: str) -> str:
-    """The host part of a PID (no checks: PIDs here come from the runtime)."""
-    return pid[1:pid.find("|")]
+    """The host part of a PID, without a cluster's node part (no checks: PIDs here come from the runtime)."""
+    bar = pid.find("|")
+    return pid[max(1, pid.find("@", 0, bar) + 1):bar]
 
 
 def _check_imports(cs: ChangeSet) -> None:
@@ -171,8 +193,11 @@ class Node:
         data_dir: str | os.PathLike[str] | None = None,
         workflow_store: str | os.PathLike[str] | None = None,
         workflow_ttl: float | None = None,
+        node_name: str | None = None,
     ) -> None:
         self.clock = clock or Clock()
+        #: the node's name in a cluster (its PIDs are then {name@host|id}); None outside any cluster
+        self.node_name: str | None = check_node_name(node_name) if node_name is not None else None
         # what the node's parts (hosts, mailboxes, supervision, workflows) may call: their ports
         self._parts = _Parts(self)
         #: spawns, exits, sends, tree changes and commits, for live views and traces (runtime/events.py)
@@ -229,6 +254,8 @@ class Node:
         self.workflows: Workflows = Workflows(self._parts, workflow_store, workflow_ttl)
         #: agents (runtime/agents.py): models, the agent loop, sessions (data_dir/agents.sqlite), breakpoints
         self.agents: Agents = Agents(self._parts)
+        #: the cluster this node is a member of (runtime/cluster.py), None outside any
+        self.cluster: Any = None
         #: teaching mode (runtime/teach.py): pause, step and resume hosts
         self.teach: Teach = Teach(lambda: dict(self.hosts), lambda: self.supervision.quiet())
         self.entries.add_validator(self.agents.validator)
@@ -288,8 +315,35 @@ class Node:
             mb.close()
         self.workflows._node_stopped()   # leases released, store closed
         self.agents.close()               # the local model stops, paused runs go on (and end)
+        self.leave_cluster()
         if self.data_dir is not None:
             self.entries.close()   # the file is whole after every commit; closing releases it
+
+    # ------------------------------------------------------------------ several nodes
+    def join_cluster(self, url: str, *, ttl: float | None = None, bind: str = "tcp://127.0.0.1:0",
+                     heartbeat: float | None = None) -> Any:
+        """Join the cluster whose membership lives in the PostgreSQL database at ``url`` (the node needs a
+        ``node_name``; its PIDs are ``{name@host|id}``); returns ``node.cluster``. ``ttl``: seconds without a
+        heartbeat after which a node is down (default 5). Any thread."""
+        from .cluster import DEFAULT_TTL, Cluster
+
+        if self.node_name is None:
+            raise ProcessError("this node has no name: create it with Node(node_name='n1') to join a cluster "
+                               "(its PIDs become {n1@host|id}); %cluster join restarts the kernel's node so")
+        if self.cluster is not None:
+            raise ProcessError(f"node '{self.node_name}' is already in a cluster ({self.cluster.status().url}); "
+                               "leave it first (node.leave_cluster())")
+        cluster = Cluster(_ClusterPort(self), url, ttl=DEFAULT_TTL if ttl is None else ttl, bind=bind,
+                          heartbeat=heartbeat)
+        cluster.join()
+        self.cluster = cluster
+        return cluster
+
+    def leave_cluster(self) -> None:
+        """Leave the cluster (the other nodes' watchers of this node's processes hear noconnection)."""
+        cluster, self.cluster = self.cluster, None
+        if cluster is not None:
+            cluster.leave()
 
     def host(self, name: str | None = None) -> Host:
         """The host called ``name`` (default ``app:processes``), or :class:`HostError` listing hosts."""
@@ -670,7 +724,7 @@ class Node:
 
     def _new_python_pid(self) -> str:
         """A PID for something that lives in Python (a mailbox, a supervisor). Any thread."""
-        return f"{{{PYTHON_HOST}|0x{next(self._mailbox_ids):05x}}}"
+        return f"{self.pid_prefix(PYTHON_HOST)}0x{next(self._mailbox_ids):05x}}}"
 
     def _attach_mailbox(self, mb: Mailbox) -> None:
         with self._lock:
@@ -985,6 +1039,10 @@ class Node:
                 if self._names.get(name) == pid:
                     del self._names[name]
 
+    def pid_prefix(self, host: str) -> str:
+        """How the PIDs of ``host`` on this node begin: ``{host|``, or ``{node@host|`` in a cluster."""
+        return f"{{{self.node_name}@{host}|" if self.node_name else f"{{{host}|"
+
     def _route(self, op: str, dest: str, a: Any, b: Any, c: Any) -> None:
         """Carry an operation to the host (or Python mailbox) that owns ``dest``. Any thread.
 
@@ -993,6 +1051,14 @@ class Node:
         terminate(a=from) | cancel(a=from, b=reason).
         """
         host, _ = parse_pid(dest)
+        node = pid_node(dest)
+        if node is not None and node != self.node_name:   # a process of another node: over its link
+            cluster = self.cluster
+            if cluster is None:
+                raise ProcessError(f"{dest} is a PID of node '{node}', and this node is in no cluster "
+                                   "(%cluster join URL, or wippy run --cluster URL)")
+            cluster.route(node, op, dest, a, b, c)
+            return
         if host == PYTHON_HOST:
             with self._lock:
                 mb = self._mailboxes.get(dest)
@@ -1032,6 +1098,24 @@ class Node:
 
     def _demonitor_from(self, watcher: str, pid: str) -> None:
         self._route("demonitor", pid, watcher, None, None)
+
+
+class _ClusterPort:
+    """The node as its cluster sees it (runtime/cluster.py's ClusterOwner)."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+        self.node_name = node.node_name
+
+    def route_local(self, op: str, dest: str, a: Any, b: Any, c: Any) -> None:
+        """An operation from another node: to its target here (a frame for a PID of some other node is
+        dropped, never forwarded again)."""
+        if pid_node(dest) != self.node_name:
+            return
+        self._node._route(op, dest, a, b, c)
+
+    def fault(self, where: str, message: str) -> None:
+        self._node._host_fault(where, message)
 
 
 class _Parts:
@@ -1171,6 +1255,9 @@ class _Parts:
 
     def python_quiet(self) -> bool:
         return self._node.supervision.quiet()
+
+    def pid_prefix(self, host: str) -> str:
+        return self._node.pid_prefix(host)
 
     # ---- MailboxOwner (any thread)
     def send(self, dest: str, topic: str, payload: Any = None, *, sender: str | None = None) -> None:

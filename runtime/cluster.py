@@ -1,0 +1,256 @@
+"""Several nodes (``node.cluster``): membership in PostgreSQL, messages over direct ZeroMQ links (API.md
+"Several nodes").
+
+A node joins with a name and the database URL (``Node(node_name=...)`` then :meth:`Cluster.join`;
+``wippy run DIR --cluster URL``; ``%cluster join URL``). Its PIDs are then ``{name@host|id}``. Two parts
+do the work, each tested on its own:
+
+- :mod:`.cluster_members` (:class:`~.cluster_members.Membership`): a row per node in
+  ``wippy_cluster_nodes`` with a heartbeat; a node whose heartbeat is older than ``cluster_ttl``
+  (default 5 s) is declared down by the others; LISTEN/NOTIFY wakes every node on a change.
+- :mod:`.cluster_link` (:class:`~.cluster_link.Links`): one PULL socket per node on the address it
+  registered, a PUSH socket per peer, frames batched per peer and encoded with :mod:`.wire`.
+
+This module joins them to the node: every operation the node routes (:meth:`Node._route`: send, event,
+monitor, demonitor, link, unlink, link_down, terminate, cancel) whose target is a PID of another node
+goes to that node as one frame ``(op, sender, target, [a, b, c])``, and the frames that arrive are routed
+on this node as if a local host had asked. Order: one sender's frames to one node go through one
+outbox, one socket and one I/O thread, so they arrive in the order they were sent.
+
+**noconnection.** The cluster remembers which local processes monitor or link to a process on each
+other node (from the monitor / link operations that went out, and the link requests that came in).
+When a node is declared down (or leaves), each such monitor fires with reason ``noconnection`` and each
+link acts as a link failure with reason ``noconnection``; a monitor or link asked for a process of a
+node that is not up answers ``noconnection`` at once. A send to a node that is not up fails (``nil,
+err`` in Lua) naming the node.
+
+Threads: :meth:`route` runs on whatever thread the node routes from (hosts, Python); the links' I/O
+thread calls :meth:`_frames` (which only puts work on host queues); the membership thread calls
+:meth:`_member`. The bookkeeping is under one lock.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .cluster_link import Frame, Links
+from .cluster_members import ClusterError, MemberEvent, Membership, NodeInfo
+from .errors import ProcessError, WippyError
+
+__all__ = ["DEFAULT_TTL", "Cluster", "ClusterError", "ClusterOwner", "ClusterStatus"]
+
+DEFAULT_TTL = 5.0   #: seconds without a heartbeat after which a node is down (API.md: cluster_ttl)
+
+
+class ClusterOwner(Protocol):
+    """The node as the cluster sees it."""
+
+    node_name: str | None
+
+    def route_local(self, op: str, dest: str, a: Any, b: Any, c: Any) -> None:
+        """Route an operation that arrived from another node to its local target (any thread)."""
+        ...
+
+    def fault(self, where: str, message: str) -> None:
+        """Report a problem of the runtime (any thread)."""
+        ...
+
+
+@dataclass(frozen=True)
+class ClusterStatus:
+    """``%cluster status``: this node, the nodes of the cluster as the database has them, the links."""
+
+    node: str
+    url: str
+    address: str
+    connected: bool
+    nodes: list[NodeInfo]
+    links: dict[str, int]
+
+
+def _pid_node(pid: str) -> str | None:
+    bar = pid.find("|")
+    at = pid.find("@", 0, bar if bar >= 0 else len(pid))
+    return pid[1:at] if at > 0 else None
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password."""
+    head, sep, tail = url.partition("@")
+    if not sep or "://" not in head:
+        return url
+    scheme, _, cred = head.partition("://")
+    user = cred.split(":", 1)[0]
+    return f"{scheme}://{user}@{tail}" if user else f"{scheme}://{tail}"
+
+
+class Cluster:
+    """One node's membership and links. Create with the owner's name, then :meth:`join`."""
+
+    def __init__(self, owner: ClusterOwner, url: str, *, ttl: float = DEFAULT_TTL, bind: str = "tcp://127.0.0.1:0",
+                 heartbeat: float | None = None, meta: dict[str, Any] | None = None,
+                 on_event: Callable[[MemberEvent], None] | None = None) -> None:
+        if not owner.node_name:
+            raise WippyError("a cluster member needs a node name (Node(node_name=...))")
+        self.owner = owner
+        self.name: str = owner.node_name
+        self.url = url
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._up: dict[str, NodeInfo] = {}                       # peers known up, by name
+        self._monitors: dict[str, dict[tuple[str, str], str]] = {}  # node -> (watcher, target) -> kind
+        self._linked: dict[str, set[tuple[str, str]]] = {}        # node -> (local, remote) links
+        self._on_event = on_event
+        self.links = Links(self.name, self._frames, bind=bind, on_error=self._link_error)
+        self.members: Membership | None = None
+        self._heartbeat = heartbeat
+        self._meta = meta or {}
+        self.address = ""
+
+    # ------------------------------------------------------------------ life
+    def join(self) -> int:
+        """Bind the link, join the membership table, connect to every live node; this node's incarnation."""
+        self.address = self.links.start()
+        # a node restarted at once (kill -9, then the same data directory) finds its old row still up:
+        # wait until the others declare that incarnation down (at most ttl), then take the name again
+        give_up = time.monotonic() + self.ttl * 1.5 + 2.0
+        while True:
+            self.members = Membership(self.url, self.name, self.address, ttl=self.ttl,
+                                      heartbeat=self._heartbeat, meta=self._meta, on_event=self._member)
+            try:
+                incarnation = self.members.join()
+                break
+            except ClusterError as exc:
+                if "is taken by a live node" in str(exc) and time.monotonic() < give_up:
+                    time.sleep(min(0.25, self.ttl / 10))
+                    continue
+                self.links.close()
+                raise
+            except BaseException:
+                self.links.close()
+                raise
+        for info in self.members.live().values():
+            if info.node_id != self.name:
+                self._peer_up(info)
+        return incarnation
+
+    def leave(self) -> None:
+        """Leave the cluster (the others see ``left``: noconnection for their watchers) and close the link."""
+        if self.members is not None:
+            self.members.leave()
+        self.links.close()
+
+    # ------------------------------------------------------------------ out
+    def route(self, node: str, op: str, dest: str, a: Any, b: Any, c: Any) -> None:
+        """Carry one routed operation to ``node`` (any thread). Raises ProcessError for a send to a node
+        that is not up; a monitor or link of a process there answers noconnection at once."""
+        with self._lock:
+            up = node in self._up
+            if up:
+                if op == "monitor" and isinstance(a, str):
+                    self._monitors.setdefault(node, {})[(a, dest)] = str(b or "monitor")
+                elif op == "demonitor" and isinstance(a, str):
+                    self._monitors.get(node, {}).pop((a, dest), None)
+                elif op == "link" and isinstance(a, str):
+                    self._linked.setdefault(node, set()).add((a, dest))
+                elif op in ("unlink", "link_down") and isinstance(a, str):
+                    self._linked.get(node, set()).discard((a, dest))
+        if not up:
+            self._unreachable(node, op, dest, a, b)
+            return
+        sender = a if isinstance(a, str) else ""
+        self.links.send(node, op, sender, dest, [a, b, c])
+
+    def _unreachable(self, node: str, op: str, dest: str, a: Any, b: Any) -> None:
+        why = f"node '{node}' is not up in the cluster"
+        if op == "monitor" and isinstance(a, str):
+            ev: dict[str, Any] = {"kind": "pid.exit", "from": dest, "reason": "noconnection",
+                                  "result": {"error": f"noconnection: {why}"}}
+            if b == "exec":
+                ev["exec"] = True
+            self.owner.route_local("event", a, ev, None, None)
+        elif op == "link" and isinstance(a, str):
+            self.owner.route_local("link_down", a, dest, {"error": f"noconnection: {why}"}, "noconnection")
+        elif op == "send":
+            known = ", ".join(sorted(self._up)) or "none"
+            raise ProcessError(f"{why} (up: {known}); the message to {dest} was not sent")
+        # demonitor / unlink / events / signals to a node that is gone: nothing left to tell
+
+    # ------------------------------------------------------------------ in (the links' I/O thread)
+    def _frames(self, peer: str, frames: list[Frame]) -> None:
+        for op, _sender, dest, payload in frames:
+            a, b, c = [*payload, None, None, None][:3] if isinstance(payload, list) else (None, None, None)
+            with self._lock:
+                if op == "link" and isinstance(a, str):       # a remote process linked to one of ours
+                    self._linked.setdefault(peer, set()).add((dest, a))
+                elif op in ("unlink", "link_down") and isinstance(a, str):
+                    self._linked.get(peer, set()).discard((dest, a))
+                elif op == "event" and isinstance(a, dict) and a.get("kind") == "pid.exit":
+                    self._monitors.get(peer, {}).pop((dest, str(a.get("from"))), None)
+            try:
+                self.owner.route_local(op, dest, a, b, c)
+            except WippyError:
+                pass   # a process that has ended: as on one node, a send to it is dropped
+            except Exception as exc:  # a bug here must not stop the link
+                self.owner.fault(f"cluster (from {peer})", f"{op} to {dest}: {exc!r}")
+
+    def _link_error(self, message: str) -> None:
+        self.owner.fault("cluster link", message)
+
+    # ------------------------------------------------------------------ membership (its thread)
+    def _peer_up(self, info: NodeInfo) -> None:
+        with self._lock:
+            self._up[info.node_id] = info
+        self.links.connect(info.node_id, info.address)
+
+    def _member(self, ev: MemberEvent) -> None:
+        if ev.node_id != self.name:
+            if ev.kind == "joined" and self.members is not None:
+                info = self.members.live().get(ev.node_id)
+                if info is not None:
+                    self._peer_up(info)
+            elif ev.kind in ("down", "left"):
+                self._peer_down(ev.node_id, ev.kind)
+        if self._on_event is not None:
+            self._on_event(ev)
+
+    def _peer_down(self, node: str, kind: str) -> None:
+        with self._lock:
+            self._up.pop(node, None)
+            monitors = self._monitors.pop(node, {})
+            linked = self._linked.pop(node, set())
+        self.links.forget(node)
+        why = f"noconnection: node '{node}' is {'down' if kind == 'down' else 'gone (it left the cluster)'}"
+        for (watcher, target), how in sorted(monitors.items()):
+            ev: dict[str, Any] = {"kind": "pid.exit", "from": target, "reason": "noconnection",
+                                  "result": {"error": why}}
+            if how == "exec":
+                ev["exec"] = True
+            self._tell("event", watcher, ev, None, None)
+        for local, remote in sorted(linked):
+            self._tell("link_down", local, remote, {"error": why}, "noconnection")
+
+    def _tell(self, op: str, dest: str, a: Any, b: Any, c: Any) -> None:
+        try:
+            self.owner.route_local(op, dest, a, b, c)
+        except WippyError:
+            pass   # the local process has ended meanwhile
+        except Exception as exc:
+            self.owner.fault("cluster", f"telling of a node down: {exc!r}")
+
+    # ------------------------------------------------------------------ looking
+    def up(self) -> list[str]:
+        """The other nodes known up, by name."""
+        with self._lock:
+            return sorted(self._up)
+
+    def status(self) -> ClusterStatus:
+        """This node and every node the database knows, with the links' counters."""
+        members = self.members
+        return ClusterStatus(self.name, _safe_url(self.url), self.address,
+                             bool(members and members.connected), members.nodes() if members else [],
+                             self.links.stats())
