@@ -112,15 +112,18 @@ class ClusterMagics(Magics):
         name = node_name_for(data_dir, name)
         if old.node_name != name:   # PIDs carry the node's name: a node of that name replaces this one
             old.stop(grace=1.0)
-            new = start_node(name)
+            try:
+                new = start_node(name, cluster=url, ttl=ttl)
+            except WippyError:
+                replace_node(start_node(old.node_name))   # never leave the notebook without a node
+                self.shell.push({"node": node()})
+                raise
             replace_node(new)
             self.shell.push({"node": new})
             new.shell()
-        n = node()
-        try:
-            cluster = n.join_cluster(url, ttl=ttl)
-        except WippyError:
-            raise
+            cluster = new.cluster
+        else:
+            cluster = old.join_cluster(url, ttl=ttl)
         up = cluster.up()
         return (f"node {name} joined the cluster at {cluster.status().url} (link {cluster.address}); "
                 f"other nodes up: {', '.join(up) or 'none yet'}")

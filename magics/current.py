@@ -38,16 +38,20 @@ def data_dir() -> Path:
     return Path.cwd() / ".wippy"
 
 
-def start_node(node_name: str | None = None) -> Node:
+def start_node(node_name: str | None = None, cluster: str | None = None, ttl: float | None = None) -> Node:
     """Start a node for a notebook: its data directory created and set as ``node.data_dir``; with
-    ``node_name``, a node that can join a cluster (its PIDs are ``{name@host|id}``).
+    ``node_name``, a node that can join a cluster (its PIDs are ``{name@host|id}``); with ``cluster`` (a
+    PostgreSQL URL) too, one that joins it before it starts.
 
     Background processes print into their logs (``%logs``), never into whichever cell happens to run:
     only the shell process's output belongs to a cell (the ``%%lua`` magic routes it there).
     """
     path = data_dir()
     path.mkdir(parents=True, exist_ok=True)
-    return Node(output=None, data_dir=path, node_name=node_name).start()
+    n = Node(output=None, data_dir=path, node_name=node_name)
+    if cluster is not None:   # joined before it starts: its auto-started services are members already
+        n.join_cluster(cluster, ttl=ttl)
+    return n.start()
 
 
 def replace_node(n: Node) -> None:

@@ -106,15 +106,15 @@ def run(args: argparse.Namespace) -> int:
     except WippyError as exc:
         return _fail(f"cannot load {tree}: {exc}")
     try:
-        node.start()
-        for h in list(node.hosts.values()):
-            if not h.running:
-                h.start()
-        if args.cluster:
+        if args.cluster:   # joined first: what starts with the node (services) is already a member
             cluster = node.join_cluster(args.cluster, ttl=args.cluster_ttl)
             sys.stderr.write(f"wippy: node {name} joined the cluster at {cluster.status().url} "
                              f"(link {cluster.address}; up: {', '.join(cluster.up()) or 'no other node'})\n")
             sys.stderr.flush()
+        node.start()
+        for h in list(node.hosts.values()):
+            if not h.running:
+                h.start()
     except WippyError as exc:
         node.stop(grace=1.0)
         return _fail(str(exc))

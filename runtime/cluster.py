@@ -39,6 +39,7 @@ from typing import Any, Protocol
 
 from .cluster_link import Frame, Links
 from .cluster_members import ClusterError, MemberEvent, Membership, NodeInfo
+from .cluster_names import GlobalNames
 from .errors import ProcessError, WippyError
 
 __all__ = ["DEFAULT_TTL", "Cluster", "ClusterError", "ClusterOwner", "ClusterStatus"]
@@ -107,6 +108,8 @@ class Cluster:
         self._on_event = on_event
         self.links = Links(self.name, self._frames, bind=bind, on_error=self._link_error)
         self.members: Membership | None = None
+        self.names: GlobalNames | None = None
+        self._holders: dict[str, set[str]] = {}   # a local PID -> the global names it holds
         self._heartbeat = heartbeat
         self._meta = meta or {}
         self.address = ""
@@ -133,13 +136,31 @@ class Cluster:
             except BaseException:
                 self.links.close()
                 raise
+        self.names = GlobalNames(self.url, self.name, _safe_url(self.url))
+        try:
+            self.names.load()
+        except BaseException:
+            self.members.leave()
+            self.links.close()
+            raise
         for info in self.members.live().values():
             if info.node_id != self.name:
                 self._peer_up(info)
         return incarnation
 
     def leave(self) -> None:
-        """Leave the cluster (the others see ``left``: noconnection for their watchers) and close the link."""
+        """Leave the cluster (the others see ``left``: noconnection for their watchers; this node's global
+        names are dropped) and close the link."""
+        names = self.names
+        if names is not None:
+            try:
+                for name in [n for n, p in names.names().items() if _pid_node(p) == self.name]:
+                    self._broadcast("del", name, None)
+                names.drop_node(self.name)
+            except WippyError as exc:
+                self.owner.fault("cluster", f"leaving: the global names of {self.name} stay until it is "
+                                 f"declared gone ({exc})")
+            names.close()
         if self.members is not None:
             self.members.leave()
         self.links.close()
@@ -180,9 +201,64 @@ class Cluster:
             raise ProcessError(f"{why} (up: {known}); the message to {dest} was not sent")
         # demonitor / unlink / events / signals to a node that is gone: nothing left to tell
 
+    # ------------------------------------------------------------------ global names
+    def lookup_global(self, name: str) -> str | None:
+        """The holder of a global name, if its node is up (no database access; any thread)."""
+        names = self.names
+        pid = names.lookup(name) if names is not None else None
+        if pid is None:
+            return None
+        node = _pid_node(pid)
+        with self._lock:
+            return pid if node == self.name or node in self._up else None
+
+    def register_global(self, name: str, pid: str) -> str | None:
+        """Make a process of this node the cluster's holder of ``name``; None, or why not (any thread)."""
+        if self.names is None:
+            return f"name '{name}': the node is not joined to its cluster yet"
+        err = self.names.register(name, pid)
+        if err is None:
+            with self._lock:
+                self._holders.setdefault(pid, set()).add(name)
+            self._broadcast("set", name, pid)
+        return err
+
+    def unregister_global(self, name: str) -> bool:
+        """Drop a global name a process of this node holds."""
+        if self.names is None or not self.names.unregister(name):
+            return False
+        with self._lock:
+            for held in self._holders.values():
+                held.discard(name)
+        self._broadcast("del", name, None)
+        return True
+
+    def holds_global(self, pid: str) -> bool:
+        """Whether ``pid`` (a process of this node) holds a global name."""
+        with self._lock:
+            return bool(self._holders.get(pid))
+
+    def release_global(self, pid: str) -> None:
+        """A process of this node ended: its global names are free (on its host's thread)."""
+        with self._lock:
+            self._holders.pop(pid, None)
+        if self.names is not None:
+            for name in self.names.release(pid):
+                self._broadcast("del", name, pid)
+
+    def _broadcast(self, op: str, name: str, pid: str | None) -> None:
+        for peer in self.up():
+            try:
+                self.links.send(peer, "name", self.name, name, [op, name, pid])
+            except WippyError:
+                pass   # it went down meanwhile: it reloads the names when it comes back
+
     # ------------------------------------------------------------------ in (the links' I/O thread)
     def _frames(self, peer: str, frames: list[Frame]) -> None:
         for op, _sender, dest, payload in frames:
+            if op == "name" and isinstance(payload, list) and len(payload) == 3 and self.names is not None:
+                self.names.apply(str(payload[0]), str(payload[1]), payload[2])
+                continue
             a, b, c = [*payload, None, None, None][:3] if isinstance(payload, list) else (None, None, None)
             with self._lock:
                 if op == "link" and isinstance(a, str):       # a remote process linked to one of ours
@@ -224,6 +300,11 @@ class Cluster:
             monitors = self._monitors.pop(node, {})
             linked = self._linked.pop(node, set())
         self.links.forget(node)
+        if self.names is not None:
+            try:
+                self.names.drop_node(node)
+            except WippyError as exc:
+                self.owner.fault("cluster", f"the global names of node '{node}' stay for now: {exc}")
         why = f"noconnection: node '{node}' is {'down' if kind == 'down' else 'gone (it left the cluster)'}"
         for (watcher, target), how in sorted(monitors.items()):
             ev: dict[str, Any] = {"kind": "pid.exit", "from": target, "reason": "noconnection",

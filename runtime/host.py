@@ -300,8 +300,8 @@ class Host:
             pid = port.lookup_name(_s(name))
             return _b(pid) if pid is not None else None
 
-        def register_name(name: bytes, pid: bytes) -> tuple[bool | None, bytes | None]:
-            err = port.register_name(_s(name), _s(pid))
+        def register_name(name: bytes, pid: bytes, global_: Any = None) -> tuple[bool | None, bytes | None]:
+            err = port.register_name(_s(name), _s(pid), bool(global_))
             return (True, None) if err is None else (None, _b(err))
 
         def unregister_name(name: bytes) -> tuple[bool | None, bytes | None]:

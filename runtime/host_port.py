@@ -43,8 +43,9 @@ class HostPort(Protocol):
         """The PID registered as ``name``, or None."""
         ...
 
-    def register_name(self, name: str, pid: str) -> str | None:
-        """Register ``name`` for ``pid``; None when done, else the refusal to give Lua."""
+    def register_name(self, name: str, pid: str, global_: bool = False) -> str | None:
+        """Register ``name`` for ``pid`` (``global_``: in the whole cluster); None when done, else the
+        refusal to give Lua."""
         ...
 
     def unregister_name(self, name: str) -> bool:

@@ -25,7 +25,17 @@ from typing import Any
 from .agents import Agents
 from .clock import Clock
 from .entries import LUA_KINDS, Entry
-from .errors import EntryError, HostError, LuaError, ProcessError, ProcessExited, SecurityError, Timeout, TreeError
+from .errors import (
+    EntryError,
+    HostError,
+    LuaError,
+    ProcessError,
+    ProcessExited,
+    SecurityError,
+    Timeout,
+    TreeError,
+    WippyError,
+)
 from .events import EventBus, payload_size, preview
 from .host import DEFAULT_HOST, Host, HostContext, HostOptions
 from .luaconv import lua_pair as _pair
@@ -1010,9 +1020,28 @@ class Node:
 
     def _names_lookup(self, name: str) -> str | None:
         with self._lock:
-            return self._names.get(name)
+            pid = self._names.get(name)
+        cluster = self.cluster
+        if pid is None and cluster is not None:   # a global name of the cluster
+            pid = cluster.lookup_global(name)
+        return pid
 
-    def _names_register(self, name: str, pid: str) -> str | None:
+    def _names_register(self, name: str, pid: str, global_: bool = False) -> str | None:
+        if global_:
+            cluster = self.cluster
+            if cluster is None:
+                return (f"name '{name}': a global name needs a cluster (%cluster join URL, or wippy run "
+                        "--cluster URL); without one, register it without {global = true}")
+            if pid_node(pid) != self.node_name:
+                return f"name '{name}': a global name is registered by a process of its own node, not {pid}"
+            with self._lock:
+                if name in self._names:
+                    return f"name '{name}' is already registered by {self._names[name]} (a name of this node)"
+            try:
+                err: str | None = cluster.register_global(name, pid)
+                return err
+            except WippyError as exc:
+                return str(exc)
         with self._lock:
             holder = self._names.get(name)
             if holder is not None and holder != pid:
@@ -1024,8 +1053,13 @@ class Node:
     def _names_unregister(self, name: str) -> bool:
         with self._lock:
             pid = self._names.pop(name, None)
-            if pid is None:
+        if pid is None:
+            cluster = self.cluster
+            try:
+                return bool(cluster is not None and cluster.unregister_global(name))
+            except WippyError:
                 return False
+        with self._lock:
             names = self._names_by_pid.get(pid)
             if names is not None:
                 names.discard(name)
@@ -1038,6 +1072,12 @@ class Node:
             for name in self._names_by_pid.pop(pid, ()):
                 if self._names.get(name) == pid:
                     del self._names[name]
+        cluster = self.cluster
+        if cluster is not None and cluster.holds_global(pid):
+            try:
+                cluster.release_global(pid)
+            except WippyError as exc:
+                self._host_fault("cluster", f"the global names of {pid} could not be released: {exc}")
 
     def pid_prefix(self, host: str) -> str:
         """How the PIDs of ``host`` on this node begin: ``{host|``, or ``{node@host|`` in a cluster."""
@@ -1199,8 +1239,8 @@ class _Parts:
     def lookup_name(self, name: str) -> str | None:
         return self._node._names_lookup(name)
 
-    def register_name(self, name: str, pid: str) -> str | None:
-        return self._node._names_register(name, pid)
+    def register_name(self, name: str, pid: str, global_: bool = False) -> str | None:
+        return self._node._names_register(name, pid, global_)
 
     def unregister_name(self, name: str) -> bool:
         return self._node._names_unregister(name)

@@ -46,6 +46,7 @@ class NodeProc:
     proc: subprocess.Popen[str] | None = None
     lines: queue.Queue[str] = field(default_factory=queue.Queue)
     errors: list[str] = field(default_factory=list)
+    pids: dict[str, str] = field(default_factory=dict)
 
     def start(self, *, named: bool = True) -> None:
         """Start the node process (``named``: with ``--node NAME``; else the name kept in its data dir)."""
@@ -60,19 +61,25 @@ class NodeProc:
         threading.Thread(target=_pump, args=(out, self.lines.put), daemon=True).start()
         threading.Thread(target=_pump, args=(err, self.errors.append), daemon=True).start()
 
-    def echo_pid(self, timeout: float = 60.0) -> str:
-        """The PID the node's echo service printed (``echo pid {name@app:processes|0x...}``)."""
+    def printed(self, what: str, timeout: float = 60.0) -> str:
+        """The PID the node's service ``what`` printed (``echo pid {name@app:processes|0x...}``)."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:
+            if what in self.pids:
+                return self.pids[what]
             try:
                 line = self.lines.get(timeout=0.5)
             except queue.Empty:
                 if self.proc is not None and self.proc.poll() is not None:
                     raise AssertionError(f"node {self.name} exited {self.proc.returncode}: {self.errors}") from None
                 continue
-            if line.startswith("echo pid "):
-                return line.split(" ", 2)[2]
-        raise AssertionError(f"node {self.name} printed no echo PID within {timeout}s: {self.errors}")
+            if line.endswith("}") and " pid " in line:
+                kind, _, pid = line.split(" ", 2)
+                self.pids[kind] = pid
+        raise AssertionError(f"node {self.name} printed no {what} PID within {timeout}s: {self.errors}")
+
+    def echo_pid(self, timeout: float = 60.0) -> str:
+        return self.printed("echo", timeout)
 
     def kill9(self) -> None:
         assert self.proc is not None
@@ -199,3 +206,74 @@ def test_a_node_restarted_on_its_data_directory_rejoins(me: Node, nodes: dict[st
         assert time.monotonic() < end, now
         time.sleep(0.05)
     assert me.exec("t:pinger", second, 5, timeout=60) == "in order: 5"
+
+
+SVC = """return { main = function()
+  assert(process.registry.register("svc", process.pid(), { global = true }))
+  local inbox = process.inbox()
+  while true do
+    local m = inbox:receive()
+    if m:topic() == "crash" then error("svc crashes on purpose") end
+    process.send(m:payload():data().reply_to, "pong", process.pid())
+  end
+end }"""
+
+ASKER = """return { main = function(forwarder, name)
+  -- ask the forwarder on another node to send to `name` (a global name); its holder answers with its PID
+  process.send(forwarder, "go", { to = name, topic = "ping", data = { reply_to = process.pid() } })
+  local m = process.inbox():receive()
+  return m:topic() .. " " .. tostring(m:payload():data())
+end }"""
+
+BY_NAME = """return { main = function(name)
+  assert(process.send(name, "hello", 7))
+  local m = process.inbox():receive()
+  return m:topic() .. " " .. tostring(m:payload():data())
+end }"""
+
+
+def test_global_names_across_nodes_follow_a_restart(me: Node, nodes: dict[str, NodeProc]) -> None:
+    pids = {name: p.echo_pid() for name, p in nodes.items()}
+    forwarder = nodes["n1"].printed("forward")
+    wait_up(me, {"n1", "n2", "n3"})
+    me.define("t:by_name", "process.lua", source=BY_NAME)
+    me.define("t:svc", "process.lua", source=SVC)
+    me.define("t:asker", "process.lua", source=ASKER)
+    # a global name held on n2, used from here
+    assert me.exec("t:by_name", "echo-n2", timeout=60) == "hello 7"
+    assert me.lookup("echo-n2") == pids["n2"]
+    # a name held here, under a supervisor, reached from n1 (n1 looks it up); then re-registered
+    me.supervision.start({"id": "names", "strategy": "one_for_one", "max_restarts": 5, "period": 60,
+                          "children": [{"id": "svc", "process": "t:svc"}]})
+    first = me.supervision.tree("names").children[0].pid
+    end = time.monotonic() + 30
+    while me.lookup("svc") != first:
+        assert time.monotonic() < end, "svc never registered its global name"
+        time.sleep(0.05)
+    assert me.exec("t:asker", forwarder, "svc", timeout=60) == f"pong {first}"
+    me.send(first, "crash")
+    end = time.monotonic() + 60
+    while True:
+        child = me.supervision.tree("names").children[0]
+        if child.pid not in (None, first) and me.lookup("svc") == child.pid:
+            break
+        assert time.monotonic() < end, "the restarted svc did not register again"
+        time.sleep(0.05)
+    second = child.pid
+    # n1 reaches the new holder (its cache follows the re-registration over the link)
+    end = time.monotonic() + 30
+    while (said := me.exec("t:asker", forwarder, "svc", timeout=60)) != f"pong {second}":
+        assert time.monotonic() < end, said
+        time.sleep(0.1)
+    # a name taken by a live holder is refused, naming it
+    me.define("t:taker", "process.lua", source="""return { main = function()
+      local ok, err = process.registry.register("echo-n3", process.pid(), { global = true })
+      return tostring(ok) .. " " .. tostring(err) end }""")
+    assert me.exec("t:taker", timeout=30) == (f"nil name 'echo-n3' is already registered by {pids['n3']} "
+                                              "(a global name: one holder in the cluster)")
+    # a node killed -9: its names are no one's
+    nodes["n3"].kill9()
+    end = time.monotonic() + TTL + 30
+    while me.lookup("echo-n3") is not None:
+        assert time.monotonic() < end, "the names of a node that is down stayed"
+        time.sleep(0.05)

@@ -19,10 +19,12 @@ local function resolve(dest, what)
   return pid
 end
 
--- process.registry: names shared by every host of the node (held by the node, in Python)
+-- process.registry: names shared by every host of the node (held by the node, in Python); with
+-- {global = true}, by every node of its cluster (runtime/cluster_names.py)
 local REG = {}
-function REG.register(name, pid)
+function REG.register(name, pid, opts)
   local p = cur("registry.register")
+  if type(pid) == "table" and opts == nil then pid, opts = nil, pid end   -- register(name, {global = true})
   if type(name) ~= "string" or name == "" or sbyte(name, 1) == 123 then
     return nil, "registry.register: name must be a non-empty string not starting with '{'"
   end
@@ -30,7 +32,8 @@ function REG.register(name, pid)
   if type(pid) ~= "string" then return nil, "registry.register: pid must be a PID string" end
   local t = procs[pid]
   if not t and is_local(pid) then return nil, "registry.register: " .. not_running(pid) end
-  local ok, err = py.register_name(name, pid)
+  local global = type(opts) == "table" and opts.global == true   -- one holder in the whole cluster
+  local ok, err = py.register_name(name, pid, global)
   if ok and t then t.named = true end
   return ok, err
 end
