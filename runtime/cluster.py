@@ -40,6 +40,7 @@ from typing import Any, Protocol
 from .cluster_link import Frame, Links
 from .cluster_members import ClusterError, MemberEvent, Membership, NodeInfo
 from .cluster_names import GlobalNames
+from .cluster_registry import Applier, RegistryLog
 from .errors import ProcessError, WippyError
 
 __all__ = ["DEFAULT_TTL", "Cluster", "ClusterError", "ClusterOwner", "ClusterStatus"]
@@ -58,6 +59,10 @@ class ClusterOwner(Protocol):
 
     def fault(self, where: str, message: str) -> None:
         """Report a problem of the runtime (any thread)."""
+        ...
+
+    def apply_remote_commit(self, node: str, commit: dict[str, Any]) -> None:
+        """Apply another node's registry commit here (the cluster registry's thread)."""
         ...
 
 
@@ -109,6 +114,8 @@ class Cluster:
         self.links = Links(self.name, self._frames, bind=bind, on_error=self._link_error)
         self.members: Membership | None = None
         self.names: GlobalNames | None = None
+        self.registry_log: RegistryLog | None = None
+        self._applier: Applier | None = None
         self._holders: dict[str, set[str]] = {}   # a local PID -> the global names it holds
         self._heartbeat = heartbeat
         self._meta = meta or {}
@@ -137,8 +144,11 @@ class Cluster:
                 self.links.close()
                 raise
         self.names = GlobalNames(self.url, self.name, _safe_url(self.url))
+        self.registry_log = RegistryLog(self.url, self.name, _safe_url(self.url))
+        self._applier = Applier(self.owner.apply_remote_commit, self.owner.fault)
         try:
             self.names.load()
+            self.registry_log.create()
         except BaseException:
             self.members.leave()
             self.links.close()
@@ -164,6 +174,10 @@ class Cluster:
         if self.members is not None:
             self.members.leave()
         self.links.close()
+        if self._applier is not None:
+            self._applier.close()
+        if self.registry_log is not None:
+            self.registry_log.close()
 
     # ------------------------------------------------------------------ out
     def route(self, node: str, op: str, dest: str, a: Any, b: Any, c: Any) -> None:
@@ -246,6 +260,17 @@ class Cluster:
             for name in self.names.release(pid):
                 self._broadcast("del", name, pid)
 
+    # ------------------------------------------------------------------ the registry
+    def publish_commit(self, message: str | None, commit: dict[str, Any]) -> None:
+        """A commit made on this node (the committing thread): into the cluster's log, and to every node up."""
+        if self.registry_log is not None:
+            commit = dict(commit, cluster_version=self.registry_log.append(message, commit))
+        for peer in self.up():
+            try:
+                self.links.send(peer, "registry", self.name, "", [message, commit])
+            except WippyError:
+                pass   # it went down meanwhile
+
     def _broadcast(self, op: str, name: str, pid: str | None) -> None:
         for peer in self.up():
             try:
@@ -258,6 +283,11 @@ class Cluster:
         for op, _sender, dest, payload in frames:
             if op == "name" and isinstance(payload, list) and len(payload) == 3 and self.names is not None:
                 self.names.apply(str(payload[0]), str(payload[1]), payload[2])
+                continue
+            if op == "registry" and isinstance(payload, list) and len(payload) == 2 and self._applier is not None:
+                commit = dict(payload[1]) if isinstance(payload[1], dict) else {}
+                commit["message"] = payload[0]
+                self._applier.put(peer, commit)
                 continue
             a, b, c = [*payload, None, None, None][:3] if isinstance(payload, list) else (None, None, None)
             with self._lock:

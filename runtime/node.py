@@ -266,6 +266,7 @@ class Node:
         self.agents: Agents = Agents(self._parts)
         #: the cluster this node is a member of (runtime/cluster.py), None outside any
         self.cluster: Any = None
+        self._remote_commit = threading.local()   # .active while a commit of another node is applied
         #: teaching mode (runtime/teach.py): pause, step and resume hosts
         self.teach: Teach = Teach(lambda: dict(self.hosts), lambda: self.supervision.quiet())
         self.entries.add_validator(self.agents.validator)
@@ -494,8 +495,44 @@ class Node:
             (tx.create if op == "create" else tx.update)(entry)
         return tx.apply()
 
+    def _apply_remote_commit(self, node: str, commit: dict[str, Any]) -> None:
+        """Another node's registry commit, applied here as one version (the cluster registry's thread);
+        not sent on again."""
+        upsert = [Entry(str(i), str(k), dict(m or {}), dict(d or {})) for i, k, m, d in commit.get("set") or []]
+        delete = [str(i) for i in commit.get("del") or [] if self.entries.get(str(i)) is not None]
+        upsert = [e for e in upsert if self.entries.get(e.id) != e]
+        if not upsert and not delete:
+            return
+        msg = commit.get("message")
+        self._remote_commit.active = True
+        try:
+            self.entries.apply(upsert, delete, message=f"{msg or 'a commit'} (from node {node})")
+        finally:
+            self._remote_commit.active = False
+
+    def _publish_commit(self) -> None:
+        """A commit made here, in a cluster: to the cluster's log and the other nodes (committing thread)."""
+        cluster = self.cluster
+        if cluster is None or getattr(self._remote_commit, "active", False):
+            return
+        v = self.entries.version
+        hist = self.entries.history()
+        message = hist[-1].message if hist and hist[-1].version == v else None
+        sets, dels = [], []
+        for ch in self.entries.version_changes(v):
+            if ch.after is not None:
+                sets.append([ch.after.id, ch.after.kind, dict(ch.after.meta), dict(ch.after.data)])
+            else:
+                dels.append(ch.id)
+        try:
+            cluster.publish_commit(message, {"set": sets, "del": dels})
+        except WippyError as exc:
+            self._host_fault("cluster", f"registry version {v} did not reach the other nodes: {exc}")
+
     def _entries_changed(self, ids: frozenset[str]) -> None:
         """After each commit (on the committing thread): hosts drop compiled code, subscribers hear."""
+        if self.cluster is not None:
+            self._publish_commit()
         self.security.refresh()   # a new policy set (or host default scopes) reaches the hosts first
         for h in list(self.hosts.values()):
             if h.running:
@@ -1156,6 +1193,9 @@ class _ClusterPort:
 
     def fault(self, where: str, message: str) -> None:
         self._node._host_fault(where, message)
+
+    def apply_remote_commit(self, node: str, commit: dict[str, Any]) -> None:
+        self._node._apply_remote_commit(node, commit)
 
 
 class _Parts:

@@ -47,6 +47,7 @@ class NodeProc:
     lines: queue.Queue[str] = field(default_factory=queue.Queue)
     errors: list[str] = field(default_factory=list)
     pids: dict[str, str] = field(default_factory=dict)
+    seen: list[str] = field(default_factory=list)
 
     def start(self, *, named: bool = True) -> None:
         """Start the node process (``named``: with ``--node NAME``; else the name kept in its data dir)."""
@@ -73,6 +74,7 @@ class NodeProc:
                 if self.proc is not None and self.proc.poll() is not None:
                     raise AssertionError(f"node {self.name} exited {self.proc.returncode}: {self.errors}") from None
                 continue
+            self.seen.append(line)
             if line.endswith("}") and " pid " in line:
                 kind, _, pid = line.split(" ", 2)
                 self.pids[kind] = pid
@@ -80,6 +82,25 @@ class NodeProc:
 
     def echo_pid(self, timeout: float = 60.0) -> str:
         return self.printed("echo", timeout)
+
+    def drained(self) -> list[str]:
+        """Every line the node printed so far (kept in ``seen``)."""
+        while True:
+            try:
+                line = self.lines.get_nowait()
+            except queue.Empty:
+                return self.seen
+            self.seen.append(line)
+            if line.endswith("}") and " pid " in line:
+                kind, _, pid = line.split(" ", 2)
+                self.pids[kind] = pid
+
+    def wait_for(self, line: str, timeout: float = 60.0) -> bool:
+        end = time.monotonic() + timeout
+        while line not in self.drained():
+            assert time.monotonic() < end, f"{self.name} never printed {line!r}: {self.seen}"
+            time.sleep(0.05)
+        return True
 
     def kill9(self) -> None:
         assert self.proc is not None
@@ -277,3 +298,21 @@ def test_global_names_across_nodes_follow_a_restart(me: Node, nodes: dict[str, N
     while me.lookup("echo-n3") is not None:
         assert time.monotonic() < end, "the names of a node that is down stayed"
         time.sleep(0.05)
+
+
+def test_a_registry_change_on_one_node_reaches_a_process_on_another(me: Node, nodes: dict[str, NodeProc]) -> None:
+    for p in nodes.values():
+        p.printed("watch")
+    wait_up(me, {"n1", "n2", "n3"})
+    me.define("shared:setting", "registry.entry", value=42)
+    end = time.monotonic() + 60
+    while "changed shared:setting v=42" not in nodes["n3"].drained():
+        assert time.monotonic() < end, f"n3 printed {nodes['n3'].seen}"
+        time.sleep(0.05)
+    me.define("shared:setting", "registry.entry", value=43)
+    while "changed shared:setting v=43" not in nodes["n1"].drained():
+        assert time.monotonic() < end, f"n1 printed {nodes['n1'].seen}"
+        time.sleep(0.05)
+    # n2 made no commit of its own: its registry has the entry, with the version message naming t
+    assert "changed shared:setting v=43" in nodes["n2"].drained() or nodes["n2"].wait_for(
+        "changed shared:setting v=43")
