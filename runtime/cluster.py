@@ -31,6 +31,7 @@ thread calls :meth:`_frames` (which only puts work on host queues); the membersh
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -63,6 +64,11 @@ class ClusterOwner(Protocol):
 
     def apply_remote_commit(self, node: str, commit: dict[str, Any]) -> None:
         """Apply another node's registry commit here (the cluster registry's thread)."""
+        ...
+
+    def spawn_for(self, node: str, pid: str, host: str, entry_id: str, args: list[Any],
+                  opts: dict[str, Any] | None) -> None:
+        """Another node asked for a spawn on this node's ``host`` under ``pid`` (the links' thread)."""
         ...
 
 
@@ -117,6 +123,8 @@ class Cluster:
         self.registry_log: RegistryLog | None = None
         self._applier: Applier | None = None
         self._holders: dict[str, set[str]] = {}   # a local PID -> the global names it holds
+        self._spawned = 0                          # spawns asked of other nodes (their PIDs' numbers)
+        self.incarnation = 0
         self._heartbeat = heartbeat
         self._meta = meta or {}
         self.address = ""
@@ -133,6 +141,7 @@ class Cluster:
                                       heartbeat=self._heartbeat, meta=self._meta, on_event=self._member)
             try:
                 incarnation = self.members.join()
+                self.incarnation = incarnation
                 break
             except ClusterError as exc:
                 if "is taken by a live node" in str(exc) and time.monotonic() < give_up:
@@ -215,6 +224,29 @@ class Cluster:
             raise ProcessError(f"{why} (up: {known}); the message to {dest} was not sent")
         # demonitor / unlink / events / signals to a node that is gone: nothing left to tell
 
+    # ------------------------------------------------------------------ spawns on other nodes
+    def spawn_remote(self, node: str, host: str, entry_id: str, args: list[Any], opts: dict[str, Any] | None) -> str:
+        """Spawn ``entry_id`` on ``host`` of ``node``; its PID at once (allocated here in a range of this
+        node's own: ``{node@host|NAME.INCARNATION.N}``), the process starts when the frame arrives. A
+        node that is not up: ProcessError naming it (any thread)."""
+        with self._lock:
+            if node not in self._up:
+                known = ", ".join(sorted(self._up)) or "none"
+                raise ProcessError(f"node '{node}' is not up in the cluster (up: {known}); nothing was spawned")
+            self._spawned += 1
+            pid = f"{{{node}@{host}|{self.name}.{self.incarnation}.{self._spawned:x}}}"
+            o = opts or {}
+            if isinstance(o.get("monitor"), str):
+                how = "exec" if o.get("monitor_kind") == "exec" else "monitor"
+                self._monitors.setdefault(node, {})[(o["monitor"], pid)] = how
+            if isinstance(o.get("link"), str):
+                self._linked.setdefault(node, set()).add((o["link"], pid))
+        # the parent's security context and trace marks mean nothing over there: the child runs as that
+        # node's processes do
+        sent = {k: v for k, v in (opts or {}).items() if k not in ("sec", "traced", "parent")} or None
+        self.links.send(node, "spawn", self.name, pid, [host, entry_id, args, sent])
+        return pid
+
     # ------------------------------------------------------------------ global names
     def lookup_global(self, name: str) -> str | None:
         """The holder of a global name, if its node is up (no database access; any thread)."""
@@ -284,6 +316,22 @@ class Cluster:
             if op == "name" and isinstance(payload, list) and len(payload) == 3 and self.names is not None:
                 self.names.apply(str(payload[0]), str(payload[1]), payload[2])
                 continue
+            if op == "spawn" and isinstance(payload, list) and len(payload) == 4:
+                host, entry_id, args, opts = payload
+                o = dict(opts) if isinstance(opts, dict) else None
+
+                def spawn(peer: str = peer, dest: str = dest, host: Any = host, entry_id: Any = entry_id,
+                          args: Any = args, o: dict[str, Any] | None = o) -> None:
+                    self.owner.spawn_for(peer, dest, str(host), str(entry_id), list(args or []), o)
+
+                if self._applier is not None:   # after the registry commits that came before it
+                    self._applier.then(peer, spawn)
+                else:
+                    spawn()
+                with self._lock:   # the child links back to its parent over there: noconnection if it goes
+                    if isinstance(opts, dict) and isinstance(opts.get("link"), str):
+                        self._linked.setdefault(peer, set()).add((dest, opts["link"]))
+                continue
             if op == "registry" and isinstance(payload, list) and len(payload) == 2 and self._applier is not None:
                 commit = dict(payload[1]) if isinstance(payload[1], dict) else {}
                 commit["message"] = payload[0]
@@ -297,12 +345,19 @@ class Cluster:
                     self._linked.get(peer, set()).discard((dest, a))
                 elif op == "event" and isinstance(a, dict) and a.get("kind") == "pid.exit":
                     self._monitors.get(peer, {}).pop((dest, str(a.get("from"))), None)
-            try:
-                self.owner.route_local(op, dest, a, b, c)
-            except WippyError:
-                pass   # a process that has ended: as on one node, a send to it is dropped
-            except Exception as exc:  # a bug here must not stop the link
-                self.owner.fault(f"cluster (from {peer})", f"{op} to {dest}: {exc!r}")
+            applier = self._applier
+            if applier is not None and applier.busy():   # behind a commit or a spawn: keep the link's order
+                applier.then(peer, functools.partial(self._deliver, peer, op, dest, a, b, c))
+            else:
+                self._deliver(peer, op, dest, a, b, c)
+
+    def _deliver(self, peer: str, op: str, dest: str, a: Any, b: Any, c: Any) -> None:
+        try:
+            self.owner.route_local(op, dest, a, b, c)
+        except WippyError:
+            pass   # a process that has ended: as on one node, a send to it is dropped
+        except Exception as exc:  # a bug here must not stop the link
+            self.owner.fault(f"cluster (from {peer})", f"{op} to {dest}: {exc!r}")
 
     def _link_error(self, message: str) -> None:
         self.owner.fault("cluster link", message)

@@ -91,13 +91,29 @@ class Applier:
     def __init__(self, apply: Callable[[str, dict[str, Any]], None], fault: Callable[[str, str], None]) -> None:
         self._apply = apply
         self._fault = fault
-        self._q: queue.SimpleQueue[tuple[str, dict[str, Any]] | None] = queue.SimpleQueue()
+        self._q: queue.SimpleQueue[tuple[str, dict[str, Any] | Callable[[], None]] | None] = queue.SimpleQueue()
+        self._pending = 0
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="wippy-cluster-registry", daemon=True)
         self._thread.start()
 
     def put(self, node: str, commit: dict[str, Any]) -> None:
         """A commit of ``node`` (the links' thread: never blocks)."""
+        with self._lock:
+            self._pending += 1
         self._q.put((node, commit))
+
+    def busy(self) -> bool:
+        """Whether something waits here: then what arrives after it must wait behind it (order)."""
+        with self._lock:
+            return self._pending > 0
+
+    def then(self, node: str, fn: Callable[[], None]) -> None:
+        """Run ``fn`` after the commits queued so far (a spawn that came after a commit on the same link
+        finds the entry that commit defined)."""
+        with self._lock:
+            self._pending += 1
+        self._q.put((node, fn))
 
     def close(self, timeout: float = 10.0) -> None:
         self._q.put(None)
@@ -111,6 +127,12 @@ class Applier:
                 return
             node, commit = item
             try:
-                self._apply(node, commit)
+                if callable(commit):
+                    commit()
+                else:
+                    self._apply(node, commit)
             except Exception as exc:   # a refused commit (a validator) must not stop the others
                 self._fault(f"cluster registry (from {node})", f"{exc}")
+            finally:
+                with self._lock:
+                    self._pending -= 1

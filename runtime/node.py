@@ -645,11 +645,28 @@ class Node:
         return entry
 
     def _spawn_async(self, entry_id: str, host: str, args: list[Any], opts: dict[str, Any] | None) -> str:
-        """Called on a host thread for a spawn on another host: allocate the PID, queue the spawn."""
+        """Called on a host thread for a spawn on another host: allocate the PID, queue the spawn. A host
+        written ``node@host`` is a host of that node of the cluster (this node's own name is stripped)."""
+        at = host.find("@")
+        if at >= 0:
+            node, host = host[:at], host[at + 1:]
+            if node != self.node_name:
+                if self.cluster is None:
+                    raise ProcessError(f"host '{node}@{host}' is on node '{node}', and this node is in no "
+                                       "cluster (%cluster join URL, or wippy run --cluster URL)")
+                pid: str = self.cluster.spawn_remote(node, host, entry_id, args, opts)
+                return pid
         h = self.host(host)
         if self._check_spawnable(entry_id).kind == "workflow.lua":   # durable: runtime/workflow.py
             return self.workflows._spawn_elsewhere(entry_id, host, args, opts)
-        pid = h.allocate_pid()
+        return self._spawn_here(h, entry_id, args, opts)
+
+    def _spawn_here(self, h: Host, entry_id: str, args: list[Any], opts: dict[str, Any] | None,
+                    pid: str | None = None) -> str:
+        """Queue a spawn on this node's host ``h`` under a PID allocated now (or ``pid``, one another node
+        of the cluster allocated for it)."""
+        host = h.name
+        pid = pid or h.allocate_pid()
         name = (opts or {}).get("name")
         if name is not None:
             # register now, so the caller can look the name up as soon as spawn returns
@@ -1196,6 +1213,27 @@ class _ClusterPort:
 
     def apply_remote_commit(self, node: str, commit: dict[str, Any]) -> None:
         self._node._apply_remote_commit(node, commit)
+
+    def spawn_for(self, node: str, pid: str, host: str, entry_id: str, args: list[Any],
+                  opts: dict[str, Any] | None) -> None:
+        """Another node asked for a spawn here under ``pid`` (the links' thread; never blocks on it)."""
+        n = self._node
+        try:
+            h = n.host(host)
+            n._check_spawnable(entry_id)
+            n._spawn_here(h, entry_id, args, opts, pid=pid)
+        except WippyError as exc:   # it cannot start: whoever watches or links hears it ended
+            message = f"spawn on node {n.node_name}: {exc}"
+            n._host_fault(f"cluster (a spawn for node {node})", message)
+            o = opts or {}
+            result = {"error": message}
+            if o.get("monitor"):
+                ev: dict[str, Any] = {"kind": "pid.exit", "from": pid, "result": result, "reason": "error"}
+                if o.get("monitor_kind") == "exec":
+                    ev["exec"] = True
+                n._route("event", str(o["monitor"]), ev, None, None)
+            if o.get("link"):
+                n._route("link_down", str(o["link"]), pid, result, "error")
 
 
 class _Parts:

@@ -316,3 +316,36 @@ def test_a_registry_change_on_one_node_reaches_a_process_on_another(me: Node, no
     # n2 made no commit of its own: its registry has the entry, with the version message naming t
     assert "changed shared:setting v=43" in nodes["n2"].drained() or nodes["n2"].wait_for(
         "changed shared:setting v=43")
+
+
+REMOTE_SPAWN = """return { main = function(node)
+  -- an echo spawned on the other node's host and monitored from here (the entry was defined here: the
+  -- registry's commit reached that node first)
+  local pid = assert(process.spawn_monitored("t:remote_echo", node .. "@app:processes"))
+  assert(process.send(pid, "hi", "there"))
+  local m = process.inbox():receive()
+  process.terminate(pid)
+  local ev = process.events():receive()
+  return pid .. " " .. m:topic() .. " " .. tostring(m:payload():data()) .. " " .. ev.kind .. " " .. tostring(ev.reason)
+end }"""
+REMOTE_ECHO = """return { main = function()
+  local inbox = process.inbox()
+  while true do
+    local m = inbox:receive()
+    process.send(m:from(), m:topic(), m:payload():data())
+  end
+end }"""
+
+
+def test_a_spawn_on_another_nodes_host(me: Node, nodes: dict[str, NodeProc]) -> None:
+    for p in nodes.values():
+        p.printed("watch")
+    wait_up(me, {"n1", "n2", "n3"})
+    me.define("t:remote_echo", "process.lua", source=REMOTE_ECHO)   # the spawn comes after it on the link
+    me.define("t:remote_spawn", "process.lua", source=REMOTE_SPAWN)
+    said = me.exec("t:remote_spawn", "n2", timeout=60).split(" ", 1)
+    assert said[0].startswith("{n2@app:processes|t.") and said[1] == "hi there pid.exit terminated", said
+    me.define("t:nowhere", "process.lua", source="""return { main = function()
+      local pid, err = process.spawn("t:remote_echo", "zz@app:processes")
+      return tostring(pid) .. " " .. tostring(err) end }""")
+    assert me.exec("t:nowhere", timeout=30).startswith("nil spawn: node 'zz' is not up in the cluster")
