@@ -48,7 +48,9 @@ def start_node(node_name: str | None = None, cluster: str | None = None, ttl: fl
     """
     path = data_dir()
     path.mkdir(parents=True, exist_ok=True)
-    n = Node(output=None, data_dir=path, node_name=node_name)
+    store = cluster if cluster is not None and not os.environ.get("WIPPY_WORKFLOW_STORE") else None
+    n = Node(output=None, data_dir=path, node_name=node_name, workflow_store=store,
+             workflow_ttl=(ttl or 5.0) if store else None)
     if cluster is not None:   # joined before it starts: its auto-started services are members already
         n.join_cluster(cluster, ttl=ttl)
     return n.start()

@@ -3,7 +3,8 @@
 
 With ``--cluster`` the node joins the cluster whose membership is in that PostgreSQL database, under
 ``--node NAME`` or the name kept in its data directory (``node-name``; a new one the first time), so a
-node restarted on the same directory rejoins as itself.
+node restarted on the same directory rejoins as itself; its durable workflows are kept in that database
+too (unless ``$WIPPY_WORKFLOW_STORE`` names another store), so another node claims them if it dies.
 
 Without ``--entry`` the tree is watched (:class:`~.watch.TreeWatcher`): each edit of a file under it is
 applied as one registry version, or refused whole with file and line, reported on stderr;
@@ -36,6 +37,7 @@ from .watch import TreeWatcher
 __all__ = ["main"]
 
 GRACE = 5.0
+CLUSTER_TTL = 5.0   # cluster_ttl's default (API.md), also the workflow leases' length in a cluster
 NODE_NAME_FILE = "node-name"   # in the data directory: the node's cluster name, kept across restarts
 
 
@@ -98,7 +100,11 @@ def run(args: argparse.Namespace) -> int:
     data_dir = _data_dir(args.data_dir)
     try:
         name = node_name_for(data_dir, args.node) if args.cluster else None
-        node = Node(data_dir=data_dir, node_name=name)
+        # in a cluster the workflows live in its database too (unless $WIPPY_WORKFLOW_STORE names
+        # another store), with leases as long as the cluster's ttl: a dead node's workflows are claimed
+        store = args.cluster if args.cluster and not os.environ.get("WIPPY_WORKFLOW_STORE") else None
+        ttl = (args.cluster_ttl if args.cluster_ttl is not None else CLUSTER_TTL) if store else None
+        node = Node(data_dir=data_dir, node_name=name, workflow_store=store, workflow_ttl=ttl)
     except WippyError as exc:
         return _fail(str(exc))
     try:

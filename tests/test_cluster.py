@@ -349,3 +349,33 @@ def test_a_spawn_on_another_nodes_host(me: Node, nodes: dict[str, NodeProc]) -> 
       local pid, err = process.spawn("t:remote_echo", "zz@app:processes")
       return tostring(pid) .. " " .. tostring(err) end }""")
     assert me.exec("t:nowhere", timeout=30).startswith("nil spawn: node 'zz' is not up in the cluster")
+
+
+def test_the_workflows_of_a_killed_node_resume_on_another(me: Node, nodes: dict[str, NodeProc]) -> None:
+    """Every node runs the tree's starter: one of them starts workflow w1 (the others are told it runs
+    on another node). That node is killed -9 after w1's first activity: another node claims w1 once
+    its lease ends and runs the rest; the first activity does not run again anywhere."""
+    end = time.monotonic() + 60
+    runner = None
+    while runner is None:
+        for p in nodes.values():
+            if "activity 1 ran" in p.drained():
+                runner = p
+        assert time.monotonic() < end, {n: p.seen for n, p in nodes.items()}
+        time.sleep(0.05)
+    # the first activity's result is journaled (then, and only then, it must never run again)
+    from wippy.runtime.workflow_store import open_store
+
+    with open_store(runner.url) as store:
+        while not any(r.op == "call" for r in store.journal("w1")):
+            assert time.monotonic() < end, store.journal("w1")
+            time.sleep(0.02)
+    runner.kill9()
+    others = [p for p in nodes.values() if p is not runner]
+    end = time.monotonic() + 60
+    while not any("activity 2 ran" in p.drained() for p in others):
+        assert time.monotonic() < end, {p.name: p.seen for p in others}
+        time.sleep(0.05)
+    assert sum(p.seen.count("activity 1 ran") for p in others) == 0   # what completed did not run again
+    assert sum(p.seen.count("activity 2 ran") for p in others) == 1
+    assert "activity 2 ran" not in runner.seen
