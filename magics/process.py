@@ -30,13 +30,19 @@ EXIT_WAIT = 5.0  # seconds %kill waits to report the exit
 class ProcessTable:
     """A snapshot of the node's processes, shown as a text table (text/plain) and an HTML table."""
 
-    def __init__(self, processes: Sequence[ProcessStatistics]) -> None:
+    def __init__(self, processes: Sequence[ProcessStatistics], nodes: Sequence[str] | None = None) -> None:
         self.processes = list(processes)
         self.rows = [
             (p.pid, ", ".join(p.names) or "-", p.entry, p.actor or "-", p.host, p.status, str(p.mailbox),
              str(p.messages_in), str(p.messages_out), size(p.memory), duration(p.uptime))
             for p in self.processes
         ]
+        self.columns: tuple[str, ...] = COLUMNS
+        self._right = {6, 7, 8, 9, 10}   # numbers read best right-aligned
+        if nodes is not None:   # a cluster: which node each process is on, first
+            self.columns = ("NODE", *COLUMNS)
+            self.rows = [(n, *r) for n, r in zip(nodes, self.rows, strict=True)]
+            self._right = {i + 1 for i in self._right}
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -44,14 +50,14 @@ class ProcessTable:
     def __repr__(self) -> str:
         if not self.rows:
             return "no processes are running"
-        widths = [max(len(c), *(len(r[i]) for r in self.rows)) for i, c in enumerate(COLUMNS)]
-        right = {6, 7, 8, 9, 10}  # numbers read best right-aligned
+        widths = [max(len(c), *(len(r[i]) for r in self.rows)) for i, c in enumerate(self.columns)]
+        right = self._right
 
         def fmt(row: Sequence[str]) -> str:
             cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
             return "  ".join(cells).rstrip()
 
-        return "\n".join([fmt(COLUMNS), *(fmt(r) for r in self.rows)])
+        return "\n".join([fmt(self.columns), *(fmt(r) for r in self.rows)])
 
     def _repr_pretty_(self, p: Any, cycle: bool) -> None:
         p.text(repr(self))
@@ -59,7 +65,7 @@ class ProcessTable:
     def _repr_html_(self) -> str:
         if not self.rows:
             return "<p>no processes are running</p>"
-        head = "".join(f"<th>{c}</th>" for c in COLUMNS)
+        head = "".join(f"<th>{c}</th>" for c in self.columns)
         body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in self.rows)
         return f'<table class="wippy-ps"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
@@ -109,7 +115,11 @@ class ProcessMagics(Magics):
             from .views import ProcessTableView
 
             return ProcessTableView(node())
-        return ProcessTable(node().statistics(memory=True).processes)
+        n = node()
+        if n.cluster is not None:   # every node of the cluster, with a node column
+            both = n.cluster_processes(memory=True)
+            return ProcessTable([p for _, p in both], [name for name, _ in both])
+        return ProcessTable(n.statistics(memory=True).processes)
 
     @magic_arguments()
     @argument("pid", metavar="PID", help="a PID or a registered name")

@@ -35,6 +35,8 @@ import functools
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -42,7 +44,7 @@ from .cluster_link import Frame, Links
 from .cluster_members import ClusterError, MemberEvent, Membership, NodeInfo
 from .cluster_names import GlobalNames
 from .cluster_registry import Applier, RegistryLog
-from .errors import ProcessError, WippyError
+from .errors import ProcessError, Timeout, WippyError
 
 __all__ = ["DEFAULT_TTL", "Cluster", "ClusterError", "ClusterOwner", "ClusterStatus"]
 
@@ -69,6 +71,11 @@ class ClusterOwner(Protocol):
     def spawn_for(self, node: str, pid: str, host: str, entry_id: str, args: list[Any],
                   opts: dict[str, Any] | None) -> None:
         """Another node asked for a spawn on this node's ``host`` under ``pid`` (the links' thread)."""
+        ...
+
+    def answer(self, op: str, arg: Any) -> Any:
+        """What another node asked this one (``processes``: its process table as plain data), on a thread
+        of its own (it may wait for the hosts)."""
         ...
 
 
@@ -124,6 +131,8 @@ class Cluster:
         self._applier: Applier | None = None
         self._holders: dict[str, set[str]] = {}   # a local PID -> the global names it holds
         self._spawned = 0                          # spawns asked of other nodes (their PIDs' numbers)
+        self._asked = 0                            # questions asked of other nodes (their tokens)
+        self._answers: dict[int, Future[Any]] = {}
         self.incarnation = 0
         self._heartbeat = heartbeat
         self._meta = meta or {}
@@ -247,6 +256,38 @@ class Cluster:
         self.links.send(node, "spawn", self.name, pid, [host, entry_id, args, sent])
         return pid
 
+    # ------------------------------------------------------------------ questions to other nodes
+    def ask(self, node: str, op: str, arg: Any = None, timeout: float = 5.0) -> Any:
+        """Ask ``node`` something (``processes``) and wait for its answer; ProcessError if it is not up,
+        Timeout if it does not answer within ``timeout`` seconds (any thread but the links')."""
+        with self._lock:
+            if node not in self._up:
+                raise ProcessError(f"node '{node}' is not up in the cluster")
+            self._asked += 1
+            token = self._asked
+            fut: Future[Any] = Future()
+            self._answers[token] = fut
+        try:
+            self.links.send(node, "ask", self.name, "", [token, op, arg])
+            return fut.result(timeout)
+        except FutureTimeout:
+            raise Timeout(f"node '{node}' did not answer '{op}' within {timeout:g}s") from None
+        finally:
+            with self._lock:
+                self._answers.pop(token, None)
+
+    def _asked_of_me(self, peer: str, token: Any, op: str, arg: Any) -> None:
+        def work() -> None:
+            try:
+                value, err = self.owner.answer(op, arg), None
+            except Exception as exc:
+                value, err = None, f"{type(exc).__name__}: {exc}"
+            try:
+                self.links.send(peer, "answer", self.name, "", [token, value, err])
+            except WippyError:
+                pass   # it went down meanwhile
+        threading.Thread(target=work, name=f"wippy-cluster-ask-{peer}", daemon=True).start()
+
     # ------------------------------------------------------------------ global names
     def lookup_global(self, name: str) -> str | None:
         """The holder of a global name, if its node is up (no database access; any thread)."""
@@ -315,6 +356,18 @@ class Cluster:
         for op, _sender, dest, payload in frames:
             if op == "name" and isinstance(payload, list) and len(payload) == 3 and self.names is not None:
                 self.names.apply(str(payload[0]), str(payload[1]), payload[2])
+                continue
+            if op == "ask" and isinstance(payload, list) and len(payload) == 3:
+                self._asked_of_me(peer, payload[0], str(payload[1]), payload[2])
+                continue
+            if op == "answer" and isinstance(payload, list) and len(payload) == 3:
+                with self._lock:
+                    fut = self._answers.get(payload[0]) if isinstance(payload[0], int) else None
+                if fut is not None and not fut.done():
+                    if payload[2] is None:
+                        fut.set_result(payload[1])
+                    else:
+                        fut.set_exception(ProcessError(f"node '{peer}' could not answer: {payload[2]}"))
                 continue
             if op == "spawn" and isinstance(payload, list) and len(payload) == 4:
                 host, entry_id, args, opts = payload

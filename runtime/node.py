@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import itertools
 import os
 import re
@@ -326,11 +327,34 @@ class Node:
             mb.close()
         self.workflows._node_stopped()   # leases released, store closed
         self.agents.close()               # the local model stops, paused runs go on (and end)
-        self.leave_cluster()
+        try:
+            self.leave_cluster()
+        except WippyError as exc:   # a stop goes on: the others declare this node down within its ttl
+            self._host_fault("cluster", f"leaving: {exc}")
         if self.data_dir is not None:
             self.entries.close()   # the file is whole after every commit; closing releases it
 
     # ------------------------------------------------------------------ several nodes
+    def cluster_processes(self, memory: bool = False, timeout: float = 5.0) -> list[tuple[str, ProcessStatistics]]:
+        """Every process of the cluster as ``(node, statistics)``: this node's, then each node up's (by
+        name); a node that does not answer within ``timeout`` seconds is left out. Outside a cluster, this
+        node's, under its name or ``""``."""
+        out = [(self.node_name or "", p) for p in self.statistics(memory=memory).processes]
+        cluster = self.cluster
+        if cluster is None:
+            return out
+        for peer in cluster.up():
+            try:
+                rows = cluster.ask(peer, "processes", memory, timeout=timeout)
+            except WippyError:
+                continue
+            for r in rows or []:
+                r = dict(r)
+                r["names"] = tuple(r.get("names") or ())
+                r["links"] = tuple(r.get("links") or ())
+                out.append((peer, ProcessStatistics(**r)))
+        return out
+
     def join_cluster(self, url: str, *, ttl: float | None = None, bind: str = "tcp://127.0.0.1:0",
                      heartbeat: float | None = None) -> Any:
         """Join the cluster whose membership lives in the PostgreSQL database at ``url`` (the node needs a
@@ -1213,6 +1237,11 @@ class _ClusterPort:
 
     def apply_remote_commit(self, node: str, commit: dict[str, Any]) -> None:
         self._node._apply_remote_commit(node, commit)
+
+    def answer(self, op: str, arg: Any) -> Any:
+        if op == "processes":
+            return [dataclasses.asdict(p) for p in self._node.statistics(memory=bool(arg)).processes]
+        raise ProcessError(f"unknown question '{op}'")
 
     def spawn_for(self, node: str, pid: str, host: str, entry_id: str, args: list[Any],
                   opts: dict[str, Any] | None) -> None:

@@ -341,6 +341,10 @@ def test_a_spawn_on_another_nodes_host(me: Node, nodes: dict[str, NodeProc]) -> 
     for p in nodes.values():
         p.printed("watch")
     wait_up(me, {"n1", "n2", "n3"})
+    # the cluster's process table: every node's processes, by node
+    table = me.cluster_processes()
+    assert {(n, p.pid) for n, p in table} >= {(name, p.echo_pid()) for name, p in nodes.items()}
+    assert {n for n, _ in table} >= {"n1", "n2", "n3"}
     me.define("t:remote_echo", "process.lua", source=REMOTE_ECHO)   # the spawn comes after it on the link
     me.define("t:remote_spawn", "process.lua", source=REMOTE_SPAWN)
     said = me.exec("t:remote_spawn", "n2", timeout=60).split(" ", 1)
