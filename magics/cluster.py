@@ -40,7 +40,7 @@ class ClusterText(str):
 def status_text(st: Any) -> str:
     """``%cluster status``: this node, then a table of the nodes the database knows."""
     lines = [f"node {st.node} at {st.address}, cluster {st.url}"
-             + ("" if st.connected else "  (database unreachable: not taking new work)")]
+             + ("" if st.connected and st.accepting else "  (database unreachable: not taking new work)")]
     rows = [("node", "address", "status", "heartbeat", "load")]
     for n in st.nodes:
         me = " (this node)" if n.node_id == st.node else ""

@@ -87,6 +87,7 @@ class ClusterStatus:
     url: str
     address: str
     connected: bool
+    accepting: bool
     nodes: list[NodeInfo]
     links: dict[str, int]
 
@@ -134,6 +135,8 @@ class Cluster:
         self._asked = 0                            # questions asked of other nodes (their tokens)
         self._answers: dict[int, Future[Any]] = {}
         self.incarnation = 0
+        #: False while this node has lost the cluster's database: it takes no new work (spawns) then
+        self.accepting = True
         self._heartbeat = heartbeat
         self._meta = meta or {}
         self.address = ""
@@ -375,6 +378,9 @@ class Cluster:
 
                 def spawn(peer: str = peer, dest: str = dest, host: Any = host, entry_id: Any = entry_id,
                           args: Any = args, o: dict[str, Any] | None = o) -> None:
+                    if not self.accepting:   # without its database this node takes no new work
+                        self.owner.spawn_for(peer, dest, "", str(entry_id), [], o)
+                        return
                     self.owner.spawn_for(peer, dest, str(host), str(entry_id), list(args or []), o)
 
                 if self._applier is not None:   # after the registry commits that came before it
@@ -422,7 +428,16 @@ class Cluster:
         self.links.connect(info.node_id, info.address)
 
     def _member(self, ev: MemberEvent) -> None:
-        if ev.node_id != self.name:
+        if ev.kind == "disconnected":   # this node's own database connection
+            self.accepting = False
+            self.owner.fault("cluster", f"node {self.name} lost the cluster database {_safe_url(self.url)}: it "
+                             "takes no new work from the other nodes (spawns) until the database is back; "
+                             "it retries every heartbeat")
+        elif ev.kind == "reconnected":
+            self.accepting = True
+            self.owner.fault("cluster", f"node {self.name} is back in the cluster (incarnation {ev.incarnation}): "
+                             "it takes new work again")
+        elif ev.node_id != self.name:
             if ev.kind == "joined" and self.members is not None:
                 info = self.members.live().get(ev.node_id)
                 if info is not None:
@@ -470,6 +485,10 @@ class Cluster:
     def status(self) -> ClusterStatus:
         """This node and every node the database knows, with the links' counters."""
         members = self.members
-        return ClusterStatus(self.name, _safe_url(self.url), self.address,
-                             bool(members and members.connected), members.nodes() if members else [],
+        connected = bool(members and members.connected)
+        try:
+            nodes = members.nodes() if members and connected else []
+        except ClusterError:
+            nodes = []
+        return ClusterStatus(self.name, _safe_url(self.url), self.address, connected, self.accepting, nodes,
                              self.links.stats())

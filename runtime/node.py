@@ -1248,6 +1248,9 @@ class _ClusterPort:
         """Another node asked for a spawn here under ``pid`` (the links' thread; never blocks on it)."""
         n = self._node
         try:
+            if not host:
+                raise ProcessError(f"node {n.node_name} has lost the cluster's database and takes no new work "
+                                   "until it is back; spawn elsewhere or retry")
             h = n.host(host)
             n._check_spawnable(entry_id)
             n._spawn_here(h, entry_id, args, opts, pid=pid)

@@ -383,3 +383,18 @@ def test_the_workflows_of_a_killed_node_resume_on_another(me: Node, nodes: dict[
     assert sum(p.seen.count("activity 1 ran") for p in others) == 0   # what completed did not run again
     assert sum(p.seen.count("activity 2 ran") for p in others) == 1
     assert "activity 2 ran" not in runner.seen
+
+
+def test_a_node_that_loses_the_database_says_so_and_comes_back(me: Node, cluster_url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(cluster_url, autocommit=True) as db:   # its membership connections cut
+        db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                   "WHERE application_name = 'wippy-cluster:t'")
+    end = time.monotonic() + 60
+    while not any("is back in the cluster" in f for f in me.faults):
+        assert time.monotonic() < end, me.faults
+        time.sleep(0.05)
+    lost = [f for f in me.faults if "lost the cluster database" in f]
+    assert lost and "takes no new work" in lost[0]
+    assert me.cluster.accepting and me.cluster.status().connected
