@@ -295,7 +295,14 @@ class Cluster:
     def lookup_global(self, name: str) -> str | None:
         """The holder of a global name, if its node is up (no database access; any thread)."""
         names = self.names
-        pid = names.lookup(name) if names is not None else None
+        if names is None:
+            return None
+        pid = names.lookup(name)
+        if pid is None:
+            try:
+                pid = names.fetch(name)
+            except WippyError:
+                return None
         if pid is None:
             return None
         node = _pid_node(pid)
@@ -425,7 +432,13 @@ class Cluster:
     def _peer_up(self, info: NodeInfo) -> None:
         with self._lock:
             self._up[info.node_id] = info
+            held = [(n, p) for p, ns in self._holders.items() for n in sorted(ns)]
         self.links.connect(info.node_id, info.address)
+        for name, pid in held:   # it may have loaded the names before some of ours were registered
+            try:
+                self.links.send(info.node_id, "name", self.name, name, ["set", name, pid])
+            except WippyError:
+                break
 
     def _member(self, ev: MemberEvent) -> None:
         if ev.kind == "disconnected":   # this node's own database connection

@@ -16,10 +16,12 @@ the same PID; no row back means a live holder: the caller gets ``name 'x' is alr
 unregisters); the rows of a node that goes down are deleted by every survivor that sees it go (an
 idempotent ``DELETE ... WHERE node_id``).
 
-**Lookups** read a cache, not the database: a node loads every row when it joins, and each change is
-also sent to every node up over the links (:class:`~.cluster.Cluster` does that), which apply it to
-their caches; a name whose holder's node is not up is treated as not registered. So a send to a global
-name costs what a send to a local one does; a change reaches the others as fast as a message does.
+**Lookups** read a cache, not the database: a node loads every row when it joins, each change is also
+sent to every node up over the links (:class:`~.cluster.Cluster` does that), which apply it to their
+caches, and a node sends the names its processes hold to every node it sees come up (closing the gap
+between a newcomer's load and the holder seeing it); a name the cache does not know is read from the
+database once (:meth:`GlobalNames.fetch`). A name whose holder's node is not up is treated as not
+registered. So a send to a known global name costs what a send to a local one does.
 
 Threads: any thread; the connection and the cache are behind one lock.
 """
@@ -137,6 +139,16 @@ class GlobalNames:
         """The holder of ``name`` as this node knows it (no database access)."""
         with self._lock:
             return self._cache.get(name)
+
+    def fetch(self, name: str) -> str | None:
+        """A name the cache does not know, read from the database (and then cached): a node that joined
+        while the holder registered it may have missed the change."""
+        with self._lock:
+            rows = self._run(_HOLDER, {"name": name})
+            if rows:
+                self._cache[name] = str(rows[0][0])
+                return str(rows[0][0])
+            return None
 
     def apply(self, op: str, name: str, pid: str | None) -> None:
         """A change another node made (``set`` or ``del``), sent over the links."""
