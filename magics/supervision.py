@@ -67,7 +67,9 @@ class SupervisionMagics(Magics):
                 from .views import TreeView
 
                 return TreeView(node(), args.root)
-            snap = node().supervision.tree(args.root)
+            n = node()
+            # in a cluster, the snapshot shows every node's tree (the live view: this node's)
+            snap = n.cluster_tree() if n.cluster is not None and args.root is None else n.supervision.tree(args.root)
         except WippyError as exc:
             raise UsageError(f"%tree: {exc}") from None
         return TreeText(snap, pids=not args.no_pids, picture=not args.text)

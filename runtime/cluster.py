@@ -73,6 +73,10 @@ class ClusterOwner(Protocol):
         """Another node asked for a spawn on this node's ``host`` under ``pid`` (the links' thread)."""
         ...
 
+    def deliver_many(self, sends: list[tuple[str, Any, Any, Any]]) -> None:
+        """Messages ``(dest, sender, topic, payload)`` that arrived together, in order (the links' thread)."""
+        ...
+
     def answer(self, op: str, arg: Any) -> Any:
         """What another node asked this one (``processes``: its process table as plain data), on a thread
         of its own (it may wait for the hosts)."""
@@ -204,6 +208,12 @@ class Cluster:
     def route(self, node: str, op: str, dest: str, a: Any, b: Any, c: Any) -> None:
         """Carry one routed operation to ``node`` (any thread). Raises ProcessError for a send to a node
         that is not up; a monitor or link of a process there answers noconnection at once."""
+        if op == "send":   # the common case: no bookkeeping (a dict read is atomic)
+            if node in self._up:
+                self.links.send(node, "send", a if isinstance(a, str) else "", dest, [a, b, c])
+            else:
+                self._unreachable(node, op, dest, a, b)
+            return
         with self._lock:
             up = node in self._up
             if up:
@@ -363,7 +373,15 @@ class Cluster:
 
     # ------------------------------------------------------------------ in (the links' I/O thread)
     def _frames(self, peer: str, frames: list[Frame]) -> None:
+        sends: list[tuple[str, Any, Any, Any]] = []   # consecutive messages: handed over together
+        applier = self._applier
         for op, _sender, dest, payload in frames:
+            if op == "send" and isinstance(payload, list) and len(payload) == 3 and not (applier and applier.busy()):
+                sends.append((dest, payload[0], payload[1], payload[2]))
+                continue
+            if sends:
+                self._deliver_sends(peer, sends)
+                sends = []
             if op == "name" and isinstance(payload, list) and len(payload) == 3 and self.names is not None:
                 self.names.apply(str(payload[0]), str(payload[1]), payload[2])
                 continue
@@ -411,11 +429,19 @@ class Cluster:
                     self._linked.get(peer, set()).discard((dest, a))
                 elif op == "event" and isinstance(a, dict) and a.get("kind") == "pid.exit":
                     self._monitors.get(peer, {}).pop((dest, str(a.get("from"))), None)
-            applier = self._applier
             if applier is not None and applier.busy():   # behind a commit or a spawn: keep the link's order
                 applier.then(peer, functools.partial(self._deliver, peer, op, dest, a, b, c))
             else:
                 self._deliver(peer, op, dest, a, b, c)
+
+        if sends:
+            self._deliver_sends(peer, sends)
+
+    def _deliver_sends(self, peer: str, sends: list[tuple[str, Any, Any, Any]]) -> None:
+        try:
+            self.owner.deliver_many(sends)
+        except Exception as exc:  # a bug here must not stop the link
+            self.owner.fault(f"cluster (from {peer})", f"{len(sends)} messages: {exc!r}")
 
     def _deliver(self, peer: str, op: str, dest: str, a: Any, b: Any, c: Any) -> None:
         try:

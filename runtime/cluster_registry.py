@@ -104,9 +104,9 @@ class Applier:
         self._q.put((node, commit))
 
     def busy(self) -> bool:
-        """Whether something waits here: then what arrives after it must wait behind it (order)."""
-        with self._lock:
-            return self._pending > 0
+        """Whether something waits here: then what arrives after it must wait behind it (order). An int
+        read (atomic): the count goes up, under the lock, before the item is queued."""
+        return self._pending > 0
 
     def then(self, node: str, fn: Callable[[], None]) -> None:
         """Run ``fn`` after the commits queued so far (a spawn that came after a commit on the same link

@@ -43,8 +43,11 @@ DEFAULT_HEAP_LIMIT = 256 * 1024 * 1024
 HEADROOM = 4 * 1024 * 1024  # bytes above the heap limit kept free for pushes from Python
 RUN_BATCH = 20_000          # resumes per run step before Python looks at its queue again
 _REMOTE_PID_BASE = 1 << 40  # PIDs allocated from outside the host (Python, other hosts) start here
-_INPUTS = frozenset({"spawn", "deliver", "event", "control", "registry_event"})   # what changes the world
-_WORLD_THREADS = ("wippy-host-", "wippy-supervision")   # threads that are part of a seeded world
+# what changes the world (a seeded host settles before taking one from outside)
+_INPUTS = frozenset({"spawn", "deliver", "deliver_many", "event", "control", "registry_event"})
+# threads that must never wait for a seeded world to settle: its own, and the cluster's (a link's I/O
+# thread waiting would hold up every node's messages)
+_WORLD_THREADS = ("wippy-host-", "wippy-supervision", "wippy-link-", "wippy-cluster")
 _SEEDED_BATCH = 1000        # seeded (teaching mode): events per S.teach_run
 _PY_POLL = 0.002            # seeded: how often a host waiting for the supervision to act looks again
 _PY_WAIT_MAX = 10.0         # seeded: at most this long (real seconds) before it goes on regardless
@@ -574,11 +577,17 @@ class Host:
         s = self._s
         lua = self._lua
         try:
-            self._room(_size(item[4]) if op == "deliver" else _size(item[2:]) if op in ("event", "spawn") else 0)
+            self._room(_size(item[4]) if op == "deliver" else _size(item[1]) if op == "deliver_many"
+                       else _size(item[2:]) if op in ("event", "spawn") else 0)
             if op == "deliver":
                 _, dest, sender, topic, payload = item
                 if not s.deliver(_b(dest), _b(sender) if sender else None, _b(topic), to_lua(lua, payload)):
                     self.port.dropped(dest)
+            elif op == "deliver_many":   # messages that arrived together from another node, in order
+                deliver = s.deliver
+                for dest, sender, topic, payload in item[1]:
+                    if not deliver(_b(dest), _b(sender) if sender else None, _b(topic), to_lua(lua, payload)):
+                        self.port.dropped(dest)
             elif op == "event":
                 _, dest, ev = item
                 s.event(_b(dest), to_lua(lua, ev))

@@ -48,7 +48,7 @@ from .payload import check_plain, from_lua, to_lua
 from .registry import ChangeSet, Registry, matches
 from .shell import Shell
 from .supervisor import Supervision
-from .supervisor_tree import TreeEvent
+from .supervisor_tree import TreeEvent, TreeNode
 from .teach import Teach
 from .workflow import Workflows
 
@@ -335,6 +335,23 @@ class Node:
             self.entries.close()   # the file is whole after every commit; closing releases it
 
     # ------------------------------------------------------------------ several nodes
+    def cluster_tree(self, timeout: float = 5.0) -> TreeNode:
+        """The supervision trees of every node of the cluster under one root (``cluster``), one child per
+        node (``node NAME``), this node's first; a node that does not answer within ``timeout`` seconds is
+        left out. Outside a cluster: this node's tree."""
+        mine = self.supervision.tree()
+        cluster = self.cluster
+        if cluster is None:
+            return mine
+        roots = [dataclasses.replace(mine, id=f"node {self.node_name}")]
+        for peer in cluster.up():
+            try:
+                raw = cluster.ask(peer, "tree", None, timeout=timeout)
+            except WippyError:
+                continue
+            roots.append(dataclasses.replace(_tree_from(raw), id=f"node {peer}"))
+        return TreeNode(id="cluster", kind="root", status="running", children=tuple(roots))
+
     def cluster_processes(self, memory: bool = False, timeout: float = 5.0) -> list[tuple[str, ProcessStatistics]]:
         """Every process of the cluster as ``(node, statistics)``: this node's, then each node up's (by
         name); a node that does not answer within ``timeout`` seconds is left out. Outside a cluster, this
@@ -1168,8 +1185,7 @@ class Node:
         demonitor(a=watcher) | link(a=from) | unlink(a=from) | link_down(a=from, b=result, c=reason) |
         terminate(a=from) | cancel(a=from, b=reason).
         """
-        host, _ = parse_pid(dest)
-        node = pid_node(dest)
+        node = pid_node(dest) if isinstance(dest, str) else None
         if node is not None and node != self.node_name:   # a process of another node: over its link
             cluster = self.cluster
             if cluster is None:
@@ -1177,6 +1193,7 @@ class Node:
                                    "(%cluster join URL, or wippy run --cluster URL)")
             cluster.route(node, op, dest, a, b, c)
             return
+        host, _ = parse_pid(dest)
         if host == PYTHON_HOST:
             with self._lock:
                 mb = self._mailboxes.get(dest)
@@ -1218,6 +1235,13 @@ class Node:
         self._route("demonitor", pid, watcher, None, None)
 
 
+def _tree_from(raw: Any) -> TreeNode:
+    """A TreeNode from its plain-data form (another node's answer)."""
+    d = dict(raw)
+    d["children"] = tuple(_tree_from(c) for c in d.get("children") or ())
+    return TreeNode(**d)
+
+
 class _ClusterPort:
     """The node as its cluster sees it (runtime/cluster.py's ClusterOwner)."""
 
@@ -1238,9 +1262,39 @@ class _ClusterPort:
     def apply_remote_commit(self, node: str, commit: dict[str, Any]) -> None:
         self._node._apply_remote_commit(node, commit)
 
+    def deliver_many(self, sends: list[tuple[str, Any, Any, Any]]) -> None:
+        """Messages from another node: one host queue item per host for the whole batch, order kept."""
+        n = self._node
+        me = self.node_name
+        batch: list[tuple[str, Any, Any, Any]] = []
+        host: Host | None = None
+        for item in sends:
+            dest = item[0]
+            h = None
+            if isinstance(dest, str) and pid_node(dest) == me:
+                h = n.hosts.get(parse_pid(dest)[0])
+            if h is None or not h.running:   # a Python mailbox, or no such host: one by one
+                if batch and host is not None:
+                    host.post("deliver_many", batch)
+                    batch, host = [], None
+                try:
+                    self.route_local("send", dest, item[1], item[2], item[3])
+                except WippyError:
+                    pass   # as on one node: a message to a process that has ended is dropped
+                continue
+            if h is not host and batch and host is not None:
+                host.post("deliver_many", batch)
+                batch = []
+            host = h
+            batch.append(item)
+        if batch and host is not None:
+            host.post("deliver_many", batch)
+
     def answer(self, op: str, arg: Any) -> Any:
         if op == "processes":
             return [dataclasses.asdict(p) for p in self._node.statistics(memory=bool(arg)).processes]
+        if op == "tree":
+            return dataclasses.asdict(self._node.supervision.tree())
         raise ProcessError(f"unknown question '{op}'")
 
     def spawn_for(self, node: str, pid: str, host: str, entry_id: str, args: list[Any],

@@ -345,6 +345,12 @@ def test_a_spawn_on_another_nodes_host(me: Node, nodes: dict[str, NodeProc]) -> 
     table = me.cluster_processes()
     assert {(n, p.pid) for n, p in table} >= {(name, p.echo_pid()) for name, p in nodes.items()}
     assert {n for n, _ in table} >= {"n1", "n2", "n3"}
+    # the cluster's supervision trees: one per node, each node's services in its own
+    tree = me.cluster_tree()
+    assert [c.id for c in tree.children][0] == "node t"
+    assert {c.id for c in tree.children} == {"node t", "node n1", "node n2", "node n3"}
+    n1 = next(c for c in tree.children if c.id == "node n1")
+    assert {"c:echo", "c:forward", "c:watch"} <= {c.id for c in n1.walk()}, [c.id for c in n1.walk()]
     me.define("t:remote_echo", "process.lua", source=REMOTE_ECHO)   # the spawn comes after it on the link
     me.define("t:remote_spawn", "process.lua", source=REMOTE_SPAWN)
     said = me.exec("t:remote_spawn", "n2", timeout=60).split(" ", 1)

@@ -50,6 +50,7 @@ def check_joined(ip: InteractiveShell, said: str, cluster_url: str, capsys: pyte
     ps = ok(ip, "%ps").splitlines()
     assert ps[0].split()[:2] == ["NODE", "PID"] and ps[1].split()[0] == "nb1"
     assert ps[1].split()[1].startswith("{nb1@app:processes|")
+    assert "node nb1" in ok(ip, "%tree --text")   # every node's tree, this one's first
     assert "already in a cluster" in usage_error(ip, f"%cluster join {cluster_url}", capsys, one_line=True)
     assert ok(ip, "%cluster leave").startswith("node nb1 left the cluster")
     assert n.cluster is None
