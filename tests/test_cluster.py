@@ -347,7 +347,7 @@ def test_a_spawn_on_another_nodes_host(me: Node, nodes: dict[str, NodeProc]) -> 
     assert {n for n, _ in table} >= {"n1", "n2", "n3"}
     # the cluster's supervision trees: one per node, each node's services in its own
     tree = me.cluster_tree()
-    assert [c.id for c in tree.children][0] == "node t"
+    assert tree.children[0].id == "node t"
     assert {c.id for c in tree.children} == {"node t", "node n1", "node n2", "node n3"}
     n1 = next(c for c in tree.children if c.id == "node n1")
     assert {"c:echo", "c:forward", "c:watch"} <= {c.id for c in n1.walk()}, [c.id for c in n1.walk()]
