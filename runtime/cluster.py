@@ -77,6 +77,15 @@ class ClusterOwner(Protocol):
         """Messages ``(dest, sender, topic, payload)`` that arrived together, in order (the links' thread)."""
         ...
 
+    def deliver_blob(self, host: str, blob: bytes, count: int) -> bool:
+        """A batch of ``count`` messages another node's host encoded for ``host`` here (scheduler/xnode.lua),
+        in order (the links' thread). False if there is no such host running: the batch is dropped."""
+        ...
+
+    def peers_changed(self, up: list[str]) -> None:
+        """The other nodes up are now ``up`` (the membership's thread, join and leave)."""
+        ...
+
     def answer(self, op: str, arg: Any) -> Any:
         """What another node asked this one (``processes``: its process table as plain data), on a thread
         of its own (it may wait for the hosts)."""
@@ -144,6 +153,10 @@ class Cluster:
         self._heartbeat = heartbeat
         self._meta = meta or {}
         self.address = ""
+        self._announce = False   # tell the owner of peers up and down (after announce(), until leave())
+        #: messages of batches (scheduler/xnode.lua) dropped: their node had gone down before the batch left,
+        #: or it came for a host that is not running here
+        self.dropped_sends = 0
 
     # ------------------------------------------------------------------ life
     def join(self) -> int:
@@ -183,9 +196,26 @@ class Cluster:
                 self._peer_up(info)
         return incarnation
 
+    def announce(self) -> None:
+        """From now on (until :meth:`leave`), tell the owner whenever the set of peers up changes
+        (``peers_changed``), starting with the set now. Called once the owner can route through this
+        cluster (after :meth:`join`, once ``node.cluster`` is set)."""
+        self._announce = True
+        self._peers_changed()
+
+    def _peers_changed(self) -> None:
+        if self._announce:
+            try:
+                self.owner.peers_changed(self.up())
+            except Exception as exc:  # a bug here must not stop the membership thread
+                self.owner.fault("cluster", f"telling the hosts of the peers up: {exc!r}")
+
     def leave(self) -> None:
         """Leave the cluster (the others see ``left``: noconnection for their watchers; this node's global
         names are dropped) and close the link."""
+        if self._announce:
+            self._announce = False
+            self.owner.peers_changed([])
         names = self.names
         if names is not None:
             try:
@@ -230,6 +260,19 @@ class Cluster:
             return
         sender = a if isinstance(a, str) else ""
         self.links.send(node, op, sender, dest, [a, b, c])
+
+    def send_blob(self, node: str, host: str, blob: bytes, count: int) -> None:
+        """Carry a batch of ``count`` messages to host ``host`` of ``node``, encoded by a host here
+        (scheduler/xnode.lua: wire values, four per message), as one link frame (any thread). A node not up
+        (it went down since the host last heard) drops the batch: counted in ``dropped_sends``."""
+        if node in self._up:
+            try:
+                self.links.send(node, "sends", "", host, [count, blob])
+                return
+            except WippyError:
+                pass   # forgotten meanwhile: it is down
+        with self._lock:
+            self.dropped_sends += count
 
     def _unreachable(self, node: str, op: str, dest: str, a: Any, b: Any) -> None:
         why = f"node '{node}' is not up in the cluster"
@@ -382,6 +425,13 @@ class Cluster:
             if sends:
                 self._deliver_sends(peer, sends)
                 sends = []
+            if (op == "sends" and isinstance(payload, list) and len(payload) == 2 and type(payload[0]) is int
+                    and isinstance(payload[1], bytes)):   # a host's batch (scheduler/xnode.lua): [count, blob]
+                if applier is not None and applier.busy():   # behind a commit or a spawn: the link's order
+                    applier.then(peer, functools.partial(self._deliver_blob, peer, dest, payload[1], payload[0]))
+                else:
+                    self._deliver_blob(peer, dest, payload[1], payload[0])
+                continue
             if op == "name" and isinstance(payload, list) and len(payload) == 3 and self.names is not None:
                 self.names.apply(str(payload[0]), str(payload[1]), payload[2])
                 continue
@@ -443,6 +493,14 @@ class Cluster:
         except Exception as exc:  # a bug here must not stop the link
             self.owner.fault(f"cluster (from {peer})", f"{len(sends)} messages: {exc!r}")
 
+    def _deliver_blob(self, peer: str, host: str, blob: bytes, count: int) -> None:
+        try:
+            if not self.owner.deliver_blob(host, blob, count):
+                with self._lock:
+                    self.dropped_sends += count
+        except Exception as exc:  # a bug here must not stop the link
+            self.owner.fault(f"cluster (from {peer})", f"a batch of messages to {host}: {exc!r}")
+
     def _deliver(self, peer: str, op: str, dest: str, a: Any, b: Any, c: Any) -> None:
         try:
             self.owner.route_local(op, dest, a, b, c)
@@ -460,6 +518,7 @@ class Cluster:
             self._up[info.node_id] = info
             held = [(n, p) for p, ns in self._holders.items() for n in sorted(ns)]
         self.links.connect(info.node_id, info.address)
+        self._peers_changed()
         for name, pid in held:   # it may have loaded the names before some of ours were registered
             try:
                 self.links.send(info.node_id, "name", self.name, name, ["set", name, pid])
@@ -492,6 +551,7 @@ class Cluster:
             monitors = self._monitors.pop(node, {})
             linked = self._linked.pop(node, set())
         self.links.forget(node)
+        self._peers_changed()
         if self.names is not None:
             try:
                 self.names.drop_node(node)
@@ -529,5 +589,7 @@ class Cluster:
             nodes = members.nodes() if members and connected else []
         except ClusterError:
             nodes = []
+        with self._lock:
+            dropped = self.dropped_sends
         return ClusterStatus(self.name, _safe_url(self.url), self.address, connected, self.accepting, nodes,
-                             self.links.stats())
+                             {**self.links.stats(), "dropped_sends": dropped})

@@ -44,7 +44,7 @@ HEADROOM = 4 * 1024 * 1024  # bytes above the heap limit kept free for pushes fr
 RUN_BATCH = 20_000          # resumes per run step before Python looks at its queue again
 _REMOTE_PID_BASE = 1 << 40  # PIDs allocated from outside the host (Python, other hosts) start here
 # what changes the world (a seeded host settles before taking one from outside)
-_INPUTS = frozenset({"spawn", "deliver", "deliver_many", "event", "control", "registry_event"})
+_INPUTS = frozenset({"spawn", "deliver", "deliver_many", "deliver_blob", "event", "control", "registry_event"})
 # threads that must never wait for a seeded world to settle: its own, and the cluster's (a link's I/O
 # thread waiting would hold up every node's messages)
 _WORLD_THREADS = ("wippy-host-", "wippy-supervision", "wippy-link-", "wippy-cluster")
@@ -339,6 +339,13 @@ class Host:
             except Exception as exc:
                 return None, _b(f"{_s(op)}: {exc}")
 
+        def sends(node: bytes, host: bytes, blob: bytes, count: int) -> None:
+            # a batch of messages to another node (scheduler/xnode.lua): never raises into Lua
+            try:
+                port.send_blob(_s(node), _s(host), blob, int(count))
+            except Exception:
+                port.fault(self.name, f"messages to node {_s(node)}:\n{traceback.format_exc()}")
+
         def registry(op: bytes, arg: Any) -> tuple[Any, bytes | None]:
             try:
                 return to_lua(lua, port.registry_call(_s(op), from_lua(arg))), None
@@ -411,6 +418,7 @@ class Host:
             b"get_entry": roomy(get_entry),
             b"spawn_remote": roomy(spawn_remote),
             b"remote": roomy(remote),
+            b"sends": sends,
             b"exited": exited,
             b"trace": trace,
             b"headroom": lambda: room(0),
@@ -466,6 +474,9 @@ class Host:
         )
         py = lua.table_from(self._callbacks())
         self._s = load_runtime(lua, py, config)   # the scheduler's modules, then workflow.lua
+        peers = self.port.cluster_peers()   # later changes come as "peers" items
+        if peers:
+            self._s.xnode_peers(lua.table_from([_b(n) for n in peers]))
 
     def _main(self) -> None:
         try:
@@ -578,6 +589,7 @@ class Host:
         lua = self._lua
         try:
             self._room(_size(item[4]) if op == "deliver" else _size(item[1]) if op == "deliver_many"
+                       else 4 * len(item[1]) if op == "deliver_blob"
                        else _size(item[2:]) if op in ("event", "spawn") else 0)
             if op == "deliver":
                 _, dest, sender, topic, payload = item
@@ -588,6 +600,13 @@ class Host:
                 for dest, sender, topic, payload in item[1]:
                     if not deliver(_b(dest), _b(sender) if sender else None, _b(topic), to_lua(lua, payload)):
                         self.port.dropped(dest)
+            elif op == "deliver_blob":   # a batch another node's host encoded (scheduler/xnode.lua)
+                gone = s.deliver_blob(item[1])
+                if gone is not None:
+                    for dest in gone.values():
+                        self.port.dropped(_s(dest))
+            elif op == "peers":   # the other nodes up changed (scheduler/xnode.lua batches to those)
+                s.xnode_peers(lua.table_from([_b(n) for n in item[1]]))
             elif op == "event":
                 _, dest, ev = item
                 s.event(_b(dest), to_lua(lua, ev))

@@ -69,6 +69,16 @@ class HostPort(Protocol):
         """Carry an operation (send, event, monitor, link, cancel, ...) to whoever owns ``dest``."""
         ...
 
+    def send_blob(self, node: str, host: str, blob: bytes, count: int) -> None:
+        """A batch of ``count`` messages to processes of host ``host`` on the other node ``node``, already
+        wire-encoded by the host (scheduler/xnode.lua): carried as it is. Never raises: a batch for a node
+        that has gone down meanwhile is dropped (and counted)."""
+        ...
+
+    def cluster_peers(self) -> list[str]:
+        """The other nodes of this node's cluster that are up (empty outside a cluster)."""
+        ...
+
     def registry_call(self, op: str, arg: Any) -> Any:
         """A call of the Lua ``registry`` module: plain data back."""
         ...

@@ -18,6 +18,8 @@ from typing import Any
 #: The scheduler's modules, in load order: each may use what the modules before it own.
 SCHEDULER_MODULES: tuple[str, ...] = (
     "core",           # process table, run queue, the running process, constants
+    "wire",           # runtime/wire.py's encoding, in Lua
+    "xnode",          # messages to other nodes, batched (wraps the `py` callbacks: loads early)
     "channels",       # channels, waiters, select, the `channel` module
     "copy",           # payload copies
     "timers",         # the timer heap

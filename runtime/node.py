@@ -389,6 +389,7 @@ class Node:
                           heartbeat=heartbeat)
         cluster.join()
         self.cluster = cluster
+        cluster.announce()   # the hosts batch their messages to the peers up from now on (xnode.lua)
         return cluster
 
     def leave_cluster(self) -> None:
@@ -1290,6 +1291,21 @@ class _ClusterPort:
         if batch and host is not None:
             host.post("deliver_many", batch)
 
+    def deliver_blob(self, host: str, blob: bytes, count: int) -> bool:
+        """A batch of messages another node's host encoded for host ``host`` here (scheduler/xnode.lua):
+        one queue item, read on the host thread. False if there is no such host running (dropped)."""
+        h = self._node.hosts.get(host)
+        if h is None or not h.running:
+            return False
+        h.post("deliver_blob", blob)
+        return True
+
+    def peers_changed(self, up: list[str]) -> None:
+        """The other nodes up are now ``up``: every host batches its messages to those (xnode.lua)."""
+        for h in list(self._node.hosts.values()):
+            if h.running:
+                h.post("peers", list(up))
+
     def answer(self, op: str, arg: Any) -> Any:
         if op == "processes":
             return [dataclasses.asdict(p) for p in self._node.statistics(memory=bool(arg)).processes]
@@ -1420,6 +1436,15 @@ class _Parts:
 
     def route(self, op: str, dest: str, a: Any, b: Any, c: Any) -> None:
         self._node._route(op, dest, a, b, c)
+
+    def send_blob(self, node: str, host: str, blob: bytes, count: int) -> None:
+        cluster = self._node.cluster
+        if cluster is not None:
+            cluster.send_blob(node, host, blob, count)
+
+    def cluster_peers(self) -> list[str]:
+        cluster = self._node.cluster
+        return cluster.up() if cluster is not None else []
 
     def security_call(self, host: str, op: str, args: list[Any]) -> tuple[Any, ...]:
         return self._node.security.lua_call(host, op, args)

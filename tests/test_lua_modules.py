@@ -25,7 +25,7 @@ LIMIT = 150
 SCHEDULER_DIR = Path(lua_modules.__file__).parent / "lua" / "scheduler"
 
 EXPECTED_ORDER = (
-    "core", "channels", "copy", "timers", "time", "limits", "sandbox", "security", "tracing", "names",
+    "core", "wire", "xnode", "channels", "copy", "timers", "time", "limits", "sandbox", "security", "tracing", "names",
     "messages", "links", "env", "entries", "spawn", "process", "run", "registry", "funcs", "supervisor", "agents",
     "shell", "introspection", "teach",
 )
@@ -178,7 +178,10 @@ def test_the_modules_load_in_order_and_a_wrong_order_fails_at_boot() -> None:
     s = lua_modules.load_scheduler(lua, py, config)
     assert s.count() == 0
     chunks = lua_modules.scheduler_chunks()
-    swapped = [chunks[0], chunks[2], chunks[1], *chunks[3:]]   # copy before channels
+    names = [name for name, _ in chunks]
+    ch, cp = names.index("scheduler/channels.lua"), names.index("scheduler/copy.lua")
+    assert cp == ch + 1
+    swapped = [*chunks[:ch], chunks[cp], chunks[ch], *chunks[cp + 1:]]   # copy before channels
     lua2 = lua54.LuaRuntime(encoding=None)
     py, config = minimal_callbacks(lua2)
     with pytest.raises(lua54.LuaError, match=r"scheduler/copy\.lua:\d+: .*K\.CHAN_MT is read before any module set it"):

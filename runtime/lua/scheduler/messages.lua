@@ -6,7 +6,8 @@
 --   unlisten, S.deliver (a message from Python or another host).
 -- Uses from core: procs, stats, runq / K.rq_tail, K.current, K.api_calls, YIELD_EVERY, wake, PARK,
 --   cur, is_local, not_running, K.P; from channels: CH, chan_new, chan_offer, chan_close, fire_recv;
---   from copy: copy, copy_value; from names: resolve; from security: sec_check (while K.strict). At call time: S.trace_send / S.trace_flush
+--   from copy: copy, copy_value; from names: resolve; from security: sec_check (while K.strict); from
+--   xnode: xsend; from wire: wire_dec (S.deliver_blob, a batch from another node). At call time: S.trace_send / S.trace_flush
 --   (tracing.lua), S.wf_deliver (workflow.lua).
 local S, K = ...
 local py = K.py
@@ -19,6 +20,7 @@ local CH, chan_new, chan_offer, chan_close, fire_recv = K.CH, K.chan_new, K.chan
   K.fire_recv
 local copy, copy_value, resolve = K.copy, K.copy_value, K.resolve
 local sec_check = K.sec_check
+local xsend, wire_dec = K.xsend, K.wire_dec
 -- array slots of a process record (core.lua), one per line: Lua folds only the last name of a
 -- multiple <const> declaration into a constant
 local N_IN <const> = 1
@@ -97,7 +99,8 @@ local function send_from(from, dest, topic, payload)
     return true
   end
   if is_local(dest) then return nil, "send: " .. not_running(dest) end
-  if rec then rec(from, dest, topic, data); S.trace_flush() end   -- Python sees the send before its answer
+  if rec then rec(from, dest, topic, data); S.trace_flush()   -- Python sees the send before its answer
+  elseif xsend(from, dest, topic, data) then return true end   -- to another node: batched (xnode.lua)
   return py.remote("send", dest, from, topic, data)
 end
 local TOPIC_OK, topic_ok_n = {}, 0   -- topics already checked (bounded: reset when large)
@@ -222,5 +225,30 @@ function S.deliver(dest, from, topic, data)
   if not t then stats.dropped = stats.dropped + 1; return false end
   deliver(t, from, topic, data)
   return true
+end
+-- A batch from another node (xnode.lua's, one link frame): wire values, four per message (target,
+-- sender, topic, payload), delivered in order. Returns nil, or the list of targets that are not here
+-- (their messages are dropped and counted, as S.deliver's); raises "wire: ..." for a batch it cannot read
+-- (the messages before the fault are delivered).
+function S.deliver_blob(blob)
+  local pos, size = 1, #blob
+  local gone, ngone
+  local dest, from, topic, data
+  while pos <= size do
+    dest, pos = wire_dec(blob, pos, 0)
+    from, pos = wire_dec(blob, pos, 0)
+    topic, pos = wire_dec(blob, pos, 0)
+    data, pos = wire_dec(blob, pos, 0)
+    local t = procs[dest]
+    if t then
+      deliver(t, from, topic, data)
+    else
+      stats.dropped = stats.dropped + 1
+      if not gone then gone, ngone = {}, 0 end
+      ngone = ngone + 1
+      gone[ngone] = dest
+    end
+  end
+  return gone
 end
 K.MSG_MT, K.glob_to_pattern, K.deliver, K.send_from = MSG_MT, glob_to_pattern, deliver, send_from

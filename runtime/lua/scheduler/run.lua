@@ -5,7 +5,8 @@
 --   error_text.
 -- Uses from core: runq / K.rq_head / K.rq_tail, K.current, K.api_calls, K.budget_used, K.step_now,
 --   starts, stats, PARK, MEMERR, HOOK_CHUNK, enqueue; from copy: copy_value; from timers: run_timers,
---   next_deadline; from limits: hook; from links: finish; from entries: proc_main. At call time:
+--   next_deadline; from limits: hook; from links: finish; from entries: proc_main; from xnode: X,
+--   xflush (after every resume, the batches to other nodes go to Python). At call time:
 --   S.trace_flush (tracing.lua), S.wf_flush (workflow.lua).
 local S, K = ...
 local py, config = K.py, K.config
@@ -16,6 +17,7 @@ local PARK_UPGRADE = K.PARK_UPGRADE
 local runq, starts, stats, PARK, MEMERR, HOOK_CHUNK = K.runq, K.starts, K.stats, K.PARK, K.MEMERR, K.HOOK_CHUNK
 local enqueue, copy_value, run_timers, next_deadline = K.enqueue, K.copy_value, K.run_timers, K.next_deadline
 local hook, finish, proc_main = K.hook, K.finish, K.proc_main
+local X, xflush = K.X, K.xflush
 -- array slots of a process record (core.lua), one per line: Lua folds only the last name of a
 -- multiple <const> declaration into a constant
 local RESUMES <const> = 3
@@ -122,6 +124,7 @@ local function drain(budget)
         ok, a = co_resume(p.co, ra, rb)
       end
       K.current = nil
+      if X.pending then xflush() end   -- what it sent to other nodes goes now (xnode.lua)
       if p[BUDGET] then p[INSTR] = p[INSTR] + K.budget_used end
       if not ok or a ~= PARK then settle(p, ok, a) end
       n = n + 1
