@@ -68,7 +68,7 @@ class SupervisionMagics(Magics):
 
                 return TreeView(node(), args.root)
             n = node()
-            # in a cluster, the snapshot shows every node's tree (the live view: this node's)
+            # in a cluster, the snapshot (like the live view) shows every node's tree
             snap = n.cluster_tree() if n.cluster is not None and args.root is None else n.supervision.tree(args.root)
         except WippyError as exc:
             raise UsageError(f"%tree: {exc}") from None

@@ -88,7 +88,7 @@ def tree_svg(tree: TreeNode, flash: Collection[str] = (), links: Collection[tupl
                      f"<title>{html.escape(title)}</title>"
                      f'<rect x="{x}" y="{y}" width="{box_w}" height="{box_h}" rx="{rx}" fill="{colour}" '
                      'fill-opacity="0.15" stroke="' + colour + '" stroke-width="2"/>')
-        name = n.name if n.kind != "root" else "node"
+        name = n.name if n.kind != "root" else n.id   # "node"; in a cluster "cluster" and "node NAME"
         parts.append(f'<text x="{x + 6}" y="{y + 15}" font-weight="bold">{html.escape(name[:22])}</text>')
         sub = n.kind + (f" · {n.strategy}" if n.strategy else "") + (f" · {n.restart}" if n.restart else "")
         parts.append(f'<text x="{x + 6}" y="{y + 28}" fill="#444">{html.escape(sub[:26])}</text>')

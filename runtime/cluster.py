@@ -34,7 +34,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -331,6 +331,41 @@ class Cluster:
         finally:
             with self._lock:
                 self._answers.pop(token, None)
+
+    def ask_each(self, nodes: Iterable[str], op: str, arg: Any = None,
+                 timeout: float = 5.0) -> dict[str, Any]:
+        """Ask every node of ``nodes`` the same question at once and wait for the answers, ``timeout``
+        seconds in all (not per node): ``{node: answer}``, without the nodes that are not up, did not
+        answer in time or failed to answer (any thread but the links'). A node that went down costs the
+        whole wait once, not once per node."""
+        asked: dict[str, tuple[int, Future[Any]]] = {}
+        with self._lock:
+            for node in nodes:
+                if node in self._up and node not in asked:
+                    self._asked += 1
+                    fut: Future[Any] = Future()
+                    self._answers[self._asked] = fut
+                    asked[node] = (self._asked, fut)
+        out: dict[str, Any] = {}
+        deadline = time.monotonic() + timeout
+        try:
+            for node, (token, fut) in asked.items():
+                try:
+                    self.links.send(node, "ask", self.name, "", [token, op, arg])
+                except WippyError as exc:   # it went down meanwhile
+                    fut.set_exception(exc)
+            for node, (_, fut) in asked.items():
+                try:
+                    out[node] = fut.result(max(0.0, deadline - time.monotonic()))
+                except FutureTimeout:
+                    continue
+                except WippyError:
+                    continue
+        finally:
+            with self._lock:
+                for token, _ in asked.values():
+                    self._answers.pop(token, None)
+        return out
 
     def _asked_of_me(self, peer: str, token: Any, op: str, arg: Any) -> None:
         def work() -> None:

@@ -337,34 +337,28 @@ class Node:
     # ------------------------------------------------------------------ several nodes
     def cluster_tree(self, timeout: float = 5.0) -> TreeNode:
         """The supervision trees of every node of the cluster under one root (``cluster``), one child per
-        node (``node NAME``), this node's first; a node that does not answer within ``timeout`` seconds is
-        left out. Outside a cluster: this node's tree."""
+        node (``node NAME``), this node's first; the nodes are asked at once and one that does not
+        answer within ``timeout`` seconds (in all) is left out. Outside a cluster: this node's tree."""
         mine = self.supervision.tree()
         cluster = self.cluster
         if cluster is None:
             return mine
         roots = [dataclasses.replace(mine, id=f"node {self.node_name}")]
-        for peer in cluster.up():
-            try:
-                raw = cluster.ask(peer, "tree", None, timeout=timeout)
-            except WippyError:
-                continue
+        answers = cluster.ask_each(cluster.up(), "tree", None, timeout=timeout)
+        for peer, raw in answers.items():
             roots.append(dataclasses.replace(_tree_from(raw), id=f"node {peer}"))
         return TreeNode(id="cluster", kind="root", status="running", children=tuple(roots))
 
     def cluster_processes(self, memory: bool = False, timeout: float = 5.0) -> list[tuple[str, ProcessStatistics]]:
         """Every process of the cluster as ``(node, statistics)``: this node's, then each node up's (by
-        name); a node that does not answer within ``timeout`` seconds is left out. Outside a cluster, this
-        node's, under its name or ``""``."""
+        name); the nodes are asked at once, and one that does not answer within ``timeout`` seconds (in all)
+        is left out. Outside a cluster, this node's, under its name or ``""``."""
         out = [(self.node_name or "", p) for p in self.statistics(memory=memory).processes]
         cluster = self.cluster
         if cluster is None:
             return out
-        for peer in cluster.up():
-            try:
-                rows = cluster.ask(peer, "processes", memory, timeout=timeout)
-            except WippyError:
-                continue
+        answers = cluster.ask_each(cluster.up(), "processes", memory, timeout=timeout)
+        for peer, rows in answers.items():
             for r in rows or []:
                 r = dict(r)
                 r["names"] = tuple(r.get("names") or ())

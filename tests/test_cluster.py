@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from typing import IO
 
 import pytest
 from pg_server import isolated_url
+from wippy.magics.views import TreeView
 from wippy.runtime import Node
 
 pytestmark = [pytest.mark.timeout(180)]
@@ -359,7 +361,7 @@ REMOTE_ECHO = """return { main = function()
 end }"""
 
 
-def test_a_spawn_on_another_nodes_host(me: Node, nodes: dict[str, NodeProc]) -> None:
+def test_the_cluster_table_tree_view_and_a_spawn_on_another_nodes_host(me: Node, nodes: dict[str, NodeProc]) -> None:
     for p in nodes.values():
         p.printed("watch")
     wait_up(me, {"n1", "n2", "n3"})
@@ -373,6 +375,28 @@ def test_a_spawn_on_another_nodes_host(me: Node, nodes: dict[str, NodeProc]) -> 
     assert {c.id for c in tree.children} == {"node t", "node n1", "node n2", "node n3"}
     n1 = next(c for c in tree.children if c.id == "node n1")
     assert {"c:echo", "c:forward", "c:watch"} <= {c.id for c in n1.walk()}, [c.id for c in n1.walk()]
+    # the live %tree view draws the same: every node, ids qualified by node, and a crash on n1 flashes
+    # n1's box (seen by the poll of the other nodes' trees), not t's
+    view = TreeView(me)
+    try:
+        assert view.in_cluster() and view.snapshot is not None
+        assert {c.id for c in view.snapshot.children} == {"node t", "node n1", "node n2", "node n3"}
+        svg = view.svg.value
+        assert 'data-id="node n1/c:echo"' in svg and 'data-id="node n2/c:echo"' in svg
+        assert ">node n1</text>" in svg and ">cluster</text>" in svg
+        assert "4 nodes" in view.status.value
+        view.FLASH_SECONDS = 3600.0   # the flash stays until the picture is read
+        me.send(nodes["n1"].printed("forward"), "go", 1)   # not a table: the forwarder fails, is restarted
+        end = time.monotonic() + 60
+        while not ((box := re.search(r'<g class="([^"]*)" data-id="node n1/c:forward">(.*?)</g>', view.svg.value, re.S))
+                   and "wippy-flash" in box[1] and "restarts 1" in box[2]):
+            assert time.monotonic() < end, f"no flash on n1's forward box: {view.flashing}"
+            time.sleep(0.02)
+        assert "node n1/c:forward" in view.flashing
+        assert not any(k.startswith(("node n2/", "node t/")) for k in view.flashing), view.flashing
+        assert "c:forward  service" in view.text() and "restarts=1" in view.text()
+    finally:
+        view.close()
     me.define("t:remote_echo", "process.lua", source=REMOTE_ECHO)   # the spawn comes after it on the link
     me.define("t:remote_spawn", "process.lua", source=REMOTE_SPAWN)
     said = me.exec("t:remote_spawn", "n2", timeout=60).split(" ", 1)

@@ -5,10 +5,18 @@ and pokes), then one ``node.supervision.tree(root)`` snapshot per step that had 
 :func:`wippy.magics.supervision.tree_svg` (status colours, restart counts, last exit). A node whose
 restart count grew, or that failed, since the previous frame flashes (class ``wippy-flash``, a CSS
 animation) for :attr:`TreeView.FLASH_SECONDS`, with its last exit written under it.
+
+In a cluster (``node.cluster`` set, no ROOT), the view draws every node's tree under one root, as
+``%tree --text`` does: ``node.cluster_tree`` (the other nodes asked at once, over the links) about
+every :attr:`TreeView.CLUSTER_POLL` seconds and after every local event. Ids repeat from node to node
+(each runs its own ``app:sup``), so the view qualifies them by node (``node n1/app:sup/worker``): a
+restart on one node flashes that node's box only. The other nodes' restarts are seen by comparing
+restart counts from one poll to the next; their links are not drawn (statistics are this node's).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import time
 from typing import Any, ClassVar
@@ -33,6 +41,9 @@ class TreeView(View):
 
     title = "tree"
     FLASH_SECONDS: ClassVar[float] = 2.0
+    #: in a cluster: seconds between two reads of the other nodes' trees, and how long one read waits
+    CLUSTER_POLL: ClassVar[float] = 1.0
+    CLUSTER_TIMEOUT: ClassVar[float] = 1.0
 
     def __init__(self, node: Node, root: str | None = None, *, pids: bool = True, interval: float = INTERVAL,
                  live: bool = True) -> None:
@@ -45,6 +56,7 @@ class TreeView(View):
         self._flash_until: dict[str, float] = {}
         self._links: list[tuple[str, str]] = []   # linked PIDs of the tree, drawn dotted
         self._buffer: TreeBuffer | None = None
+        self._polled_at = float("-inf")          # in a cluster: when the other nodes were last asked
         super().__init__(node, interval=interval, live=live)
 
     def _build(self) -> widgets.Box:
@@ -58,16 +70,28 @@ class TreeView(View):
         now = time.monotonic()
         return frozenset(k for k, t in self._flash_until.items() if t > now)
 
+    def in_cluster(self) -> bool:
+        """Whether the view draws the whole cluster (its node is in one, and no ROOT was given)."""
+        return self.root is None and self.node.cluster is not None
+
     def _collect(self) -> None:
         assert self._buffer is not None
         events = self._buffer.drain()
         now = time.monotonic()
+        cluster = self.in_cluster()
+        mine = f"node {self.node.node_name}/" if cluster else ""
         for ev in events:
             if ev.kind == "restart" or ev.status == "failed":
-                self._flash_until[ev.id] = now + self.FLASH_SECONDS
-        if events or self.snapshot is None:
+                self._flash_until[mine + ev.id] = now + self.FLASH_SECONDS
+        due = cluster and now - self._polled_at >= self.CLUSTER_POLL
+        moved = self.snapshot is not None and (self.snapshot.id == "cluster") != cluster   # joined or left
+        if events or self.snapshot is None or due or moved:
             try:
-                snap = self.node.supervision.tree(self.root)
+                if cluster:
+                    self._polled_at = now
+                    snap = qualified(self.node.cluster_tree(timeout=self.CLUSTER_TIMEOUT))
+                else:
+                    snap = self.node.supervision.tree(self.root)
                 self.problem = None
             except WippyError as exc:  # the root went away (deleted, stopped): say so until it is back
                 self.problem, self.snapshot = str(exc), None
@@ -101,10 +125,12 @@ class TreeView(View):
         if self.problem:
             parts.append(f'<span style="color:#c62828">{html.escape(self.problem)}</span>')
         if self.snapshot is not None:
-            nodes = [n for n in self.snapshot.walk() if n.kind != "root"]
+            nodes = [n for n in self.snapshot.walk() if n.kind != "root"]   # a cluster's nodes are roots
             failed = sum(1 for n in nodes if n.status == "failed")
             restarts = sum(n.restarts for n in nodes)
             parts.append(f"{len(nodes)} supervised · {restarts} restarts · {failed} failed")
+            if self.snapshot.id == "cluster":
+                parts.insert(-1, f"{len(self.snapshot.children)} nodes")
         if self._buffer is not None and self._buffer.dropped:
             parts.append(f"{self._buffer.dropped} tree events dropped")
         return '<span class="wippy-view-status">' + " · ".join(parts) + "</span>"
@@ -118,3 +144,15 @@ class TreeView(View):
     def text(self) -> str:
         shown = self._shown()
         return render_text(shown) if shown is not None else (self.problem or "no tree")
+
+
+def qualified(tree: TreeNode) -> TreeNode:
+    """A cluster's tree (``cluster`` > ``node NAME`` > ...) with every id under a node prefixed by it
+    (``node n1/app:sup``): unique across nodes, and drawn the same (a box shows the id's last part)."""
+
+    def under(n: TreeNode, prefix: str) -> TreeNode:
+        return dataclasses.replace(n, id=prefix + n.id, children=tuple(under(c, prefix) for c in n.children))
+
+    return dataclasses.replace(tree, children=tuple(
+        dataclasses.replace(top, children=tuple(under(c, top.id + "/") for c in top.children))
+        for top in tree.children))
